@@ -1,0 +1,1 @@
+"""coreset baselines; every module here registers itself on import."""

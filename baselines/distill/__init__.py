@@ -1,0 +1,1 @@
+"""distill baselines; every module here registers itself on import."""

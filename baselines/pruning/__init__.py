@@ -1,0 +1,1 @@
+"""pruning baselines; every module here registers itself on import."""

@@ -1,0 +1,1 @@
+"""timeseries baselines; every module here registers itself on import."""

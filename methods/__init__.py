@@ -1,0 +1,1 @@
+"""The featured methods (STemDist, ST-Prune)."""

@@ -1,0 +1,6 @@
+"""stbench: a benchmark suite for data-efficient spatio-temporal forecasting."""
+__version__ = "0.1.0"
+
+
+class UserError(Exception):
+    """Bad input from the user: the CLI prints the message on one line and exits with code 2."""

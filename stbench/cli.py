@@ -1,0 +1,166 @@
+"""The ``stbench`` command: run, list, show, prepare.
+
+Every user error (unknown name, impossible budget, missing or corrupt data) is printed as one line
+``stbench: error: ...`` with exit code 2; results already written stay in the store.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import json
+import sys
+
+from stbench import UserError
+from stbench.registry import UnknownName
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit code 2 (argparse would print the whole usage)
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _pairs(items: list[str] | None, what: str) -> dict:
+    out = {}
+    for item in items or []:
+        for part in filter(None, item.split(",")):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise UserError(f"{what} {part!r} must read KEY=VALUE")
+            out[key.strip()] = _value(value.strip())
+    return out
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise UserError(f"{what} {text!r} must be comma-separated integers, e.g. 0,1,2") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run methods on a dataset and store one record per cell")
+    run.add_argument("--methods", default="full,random", help="'all', a family, or names (comma-separated)")
+    run.add_argument("--dataset", default="synthetic-weather")
+    run.add_argument("--budgets", default="0.005", help="compression ratios, e.g. 0.005,0.01 or 0.005=0.1x0.05")
+    run.add_argument("--retention", default="0.3", help="retention ratios for pruners, e.g. 0.1,0.3,0.5,0.7")
+    run.add_argument("--seeds", default="0", help="comma-separated seeds")
+    run.add_argument("--model", default="auto", help="evaluation model; auto: mtgnn, or mtgnn-le for "
+                                                     "bi-dimensional sets")
+    run.add_argument("--preset", default="smoke", help="smoke | quick | paper")
+    run.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    run.add_argument("--data-dir", default=None, help="prepared datasets (default $STBENCH_DATA or ./stbench-data)")
+    run.add_argument("--results", default="results", help="results store folder")
+    run.add_argument("--set", action="append", metavar="PARAM=VALUE",
+                     help="method parameter, for all methods that have it or as METHOD.PARAM=VALUE")
+    run.add_argument("--size", action="append", metavar="KNOB=VALUE", help="size knobs of built-in datasets")
+    run.add_argument("--epochs", type=int, default=None, help="override the preset's evaluation epochs")
+    run.add_argument("--input-len", type=int, default=12)
+    run.add_argument("--output-len", type=int, default=12)
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    lst = sub.add_parser("list", help="list registered methods, datasets or models")
+    lst.add_argument("what", choices=["methods", "datasets", "models"])
+    lst.add_argument("--json", action="store_true")
+
+    show = sub.add_parser("show", help="print the results store as a table")
+    show.add_argument("--results", default="results")
+    show.add_argument("--runs", action="store_true", help="one row per run instead of mean +- std over seeds")
+
+    prep = sub.add_parser("prepare", help="convert a real dataset into the canonical folder format")
+    prep.add_argument("name")
+    prep.add_argument("--source", required=True, help="file or folder with the original data")
+    prep.add_argument("--data-dir", default=None)
+    return parser
+
+
+def cmd_run(args) -> int:
+    from stbench.budgets import parse_compressions, parse_retentions
+    from stbench.data.windows import WindowSpec
+    from stbench.runner import Grid, Runner
+    from stbench.summary import aggregate_table
+
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    if min(args.input_len, args.output_len) < 1:
+        raise UserError("--input-len and --output-len must be at least 1")
+    grid = Grid(
+        methods=args.methods, dataset=args.dataset, budgets=parse_compressions(args.budgets),
+        retentions=parse_retentions(args.retention), seeds=_ints(args.seeds, "--seeds"), model=args.model,
+        preset=args.preset, device=args.device, data_dir=args.data_dir, results=args.results,
+        params=_pairs(args.set, "--set"), dataset_options=_pairs(args.size, "--size"),
+        train_overrides={} if args.epochs is None else {"epochs": args.epochs},
+        window=WindowSpec(args.input_len, args.output_len),
+    )
+    say = None if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    records = Runner(grid, progress=say).run()
+    print(aggregate_table(records))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from tabulate import tabulate
+
+    from stbench.plugins import load_builtin
+    from stbench.registry import DATASETS, METHODS, MODELS
+
+    load_builtin()
+    registry = {"methods": METHODS, "datasets": DATASETS, "models": MODELS}[args.what]
+    rows = []
+    for entry in registry.entries():
+        row = {"name": entry.name, "family": entry.family, "description": entry.info.get("description", "")}
+        if args.what == "methods":
+            row["kind"] = entry.obj.kind
+            row["params"] = {f.name: f.default for f in dataclasses.fields(entry.obj.Params)}
+        elif args.what == "datasets":
+            row["kind"] = "built-in" if entry.obj.builtin else "prepare: " + entry.obj.prepare_command()
+        else:
+            row["inductive"] = entry.obj.inductive
+        rows.append(row)
+    print(json.dumps(rows, indent=2, default=str) if args.json else tabulate(rows, headers="keys"))
+    return 0
+
+
+def cmd_show(args) -> int:
+    from stbench.results import ResultStore
+    from stbench.summary import aggregate_table, runs_table
+
+    records = ResultStore(args.results).require_records()
+    print(runs_table(records) if args.runs else aggregate_table(records))
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from stbench.data.catalog import prepare_dataset
+    from stbench.plugins import load_builtin
+
+    load_builtin()
+    folder = prepare_dataset(args.name, args.source, args.data_dir)
+    print(f"prepared {args.name} in {folder}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "prepare": cmd_prepare}[args.command](args)
+    except (UserError, UnknownName) as err:
+        print(f"stbench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stbench: interrupted; finished cells are in the results store", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

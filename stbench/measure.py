@@ -1,0 +1,78 @@
+"""Per-phase measurement: wall time with CUDA synchronised, peak CUDA memory and peak process RSS.
+
+Each phase resets the peaks it reads: CUDA's allocator statistics, and the kernel's RSS high-water
+mark (``/proc/self/clear_refs``, Linux). Where the high-water mark cannot be reset the recorded peak
+is the process peak so far, and ``rss_peak_is_process`` says so.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _reset_rss_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_peak_bytes() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@dataclass
+class Meter:
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    time_s: dict = field(default_factory=dict)
+    rss_peak: dict = field(default_factory=dict)
+    cuda_peak: dict = field(default_factory=dict)
+    rss_peak_is_process: bool = False
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def phase(self, name: str):
+        """Measure a phase; repeated phases of one name add their times and keep the larger peak."""
+        self._sync()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.rss_peak_is_process |= not _reset_rss_peak()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.time_s[name] = self.time_s.get(name, 0.0) + time.perf_counter() - start
+            self.rss_peak[name] = max(self.rss_peak.get(name, 0), rss_peak_bytes())
+            if self.device.type == "cuda":
+                peak = torch.cuda.max_memory_allocated(self.device)
+                self.cuda_peak[name] = max(self.cuda_peak.get(name, 0), peak)
+
+    def clock(self) -> float:
+        """A synchronised timestamp, for timing pieces inside a phase (e.g. one epoch)."""
+        self._sync()
+        return time.perf_counter()

@@ -1,0 +1,260 @@
+"""MTGNN (Wu et al., KDD 2020, "Connecting the dots") in two forms.
+
+- ``mtgnn``: transductive; the graph learner reads two learned embedding tables (N x node_dim).
+- ``mtgnn-le``: inductive; the STemDist location encoder (paper Sec. IV-C, eq. 3-5) computes the two
+  embeddings from ``loc_input``, so the model trains on N' locations and predicts on any N.
+
+Both use the STemDist change to MTGNN (reference notes 3.4 and 6.17): each block's LayerNorm
+normalises over (channels, time) per location instead of over (channels, locations, time). That
+keeps the whole backbone node-count agnostic, so the two forms differ only in their embeddings.
+Tensors inside the backbone are laid out (B, C, N, L) as in MTGNN.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stbench.models.base import STModel
+from stbench.registry import MODELS
+
+KERNEL_SET = (2, 3, 6, 7)
+
+
+def receptive_field(layers: int, kernel: int, dilation_exponential: int) -> int:
+    """Time steps seen by ``layers`` stacked dilated convolutions of width ``kernel`` (MTGNN)."""
+    if dilation_exponential > 1:
+        return 1 + (kernel - 1) * (dilation_exponential**layers - 1) // (dilation_exponential - 1)
+    return 1 + layers * (kernel - 1)
+
+
+class DilatedInception(nn.Module):
+    """Parallel dilated convolutions (kernels 2, 3, 6, 7), cropped to the shortest, concatenated."""
+
+    def __init__(self, c_in: int, c_out: int, dilation: int):
+        super().__init__()
+        if c_out % len(KERNEL_SET):
+            raise ValueError(f"conv_channels must be divisible by {len(KERNEL_SET)}, got {c_out}")
+        self.convs = nn.ModuleList(
+            nn.Conv2d(c_in, c_out // len(KERNEL_SET), (1, k), dilation=(1, dilation))
+            for k in KERNEL_SET
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [conv(x) for conv in self.convs]
+        length = outs[-1].size(3)
+        return torch.cat([o[..., -length:] for o in outs], dim=1)
+
+
+def normalise_adjacency(adj: torch.Tensor) -> torch.Tensor:
+    """A + I, row-normalised: the propagation matrix of MTGNN's mix-hop layer."""
+    adj = adj + torch.eye(adj.size(0), device=adj.device, dtype=adj.dtype)
+    return adj / adj.sum(dim=1, keepdim=True)
+
+
+class MixProp(nn.Module):
+    """Mix-hop propagation: h_k = a x + (1 - a) A_hat h_{k-1}, then a 1x1 MLP over [h_0..h_depth].
+
+    ``a_hat`` is the already normalised adjacency (``normalise_adjacency``, MTGNN eq. 6-7).
+    """
+
+    def __init__(self, channels: int, depth: int, alpha: float):
+        super().__init__()
+        self.depth = depth
+        self.alpha = alpha
+        self.mlp = nn.Conv2d((depth + 1) * channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, a_hat: torch.Tensor) -> torch.Tensor:
+        h, hops = x, [x]
+        for _ in range(self.depth):
+            h = self.alpha * x + (1 - self.alpha) * torch.einsum("bcwl,vw->bcvl", h, a_hat)
+            hops.append(h)
+        return self.mlp(torch.cat(hops, dim=1))
+
+
+class GraphLearner(nn.Module):
+    """Uni-directional adjacency from two embeddings, top-k per row kept (MTGNN eq. 1-6)."""
+
+    def __init__(self, node_dim: int, subgraph_size: int, alpha: float):
+        super().__init__()
+        self.lin1 = nn.Linear(node_dim, node_dim)
+        self.lin2 = nn.Linear(node_dim, node_dim)
+        self.subgraph_size = subgraph_size
+        self.alpha = alpha
+
+    def forward(self, e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
+        m1 = torch.tanh(self.alpha * self.lin1(e1))
+        m2 = torch.tanh(self.alpha * self.lin2(e2))
+        adj = F.relu(torch.tanh(self.alpha * (m1 @ m2.T - m2 @ m1.T)))
+        k = min(self.subgraph_size, adj.size(0))
+        scores = adj.detach()
+        if self.training:
+            # Tie-breaking noise as in MTGNN, training mode only. It comes from the default torch
+            # generator (like dropout), so it is reproducible under the trainer's torch.manual_seed.
+            scores = scores + 0.01 * torch.rand_like(scores)
+        mask = torch.zeros_like(adj).scatter_(1, scores.topk(k, dim=1).indices, 1.0)
+        return adj * mask
+
+
+class LocationEncoder(nn.Module):
+    """STemDist location encoder (paper eq. 4-5): E = Linear2(LayerNorm(H1 + SelfAttn(H1))).
+
+    H1 = Linear1(I) with I the (N, L_in * C) flattened window means. ``relu=True`` adds the ReLU
+    that the reference code puts after Linear1 (reference note 3.5); the paper's eq. 4 has none.
+    """
+
+    def __init__(self, in_features: int, hidden: int, out_features: int, relu: bool = False):
+        super().__init__()
+        self.linear1 = nn.Linear(in_features, hidden)
+        self.relu = relu
+        self.attn = nn.MultiheadAttention(hidden, num_heads=1, batch_first=True)
+        self.norm = nn.LayerNorm(hidden)
+        self.linear2 = nn.Linear(hidden, out_features)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        h1 = self.linear1(features)
+        if self.relu:
+            h1 = F.relu(h1)
+        h1 = h1.unsqueeze(0)  # a batch of one sequence over the locations
+        h2, _ = self.attn(h1, h1, h1, need_weights=False)
+        return self.linear2(self.norm(h1 + h2)).squeeze(0)
+
+
+class Block(nn.Module):
+    """One MTGNN layer: gated dilated inception, skip, mix-hop with A and A^T, residual, norm."""
+
+    def __init__(self, residual_channels: int, conv_channels: int, skip_channels: int,
+                 dilation: int, length_out: int, gcn_depth: int, propalpha: float, dropout: float):
+        super().__init__()
+        self.filter = DilatedInception(residual_channels, conv_channels, dilation)
+        self.gate = DilatedInception(residual_channels, conv_channels, dilation)
+        self.dropout = nn.Dropout(dropout)
+        self.skip = nn.Conv2d(conv_channels, skip_channels, (1, length_out))
+        self.gconv1 = MixProp(conv_channels, gcn_depth, propalpha)
+        self.gconv2 = MixProp(conv_channels, gcn_depth, propalpha)
+        # Per-location LayerNorm over (channels, time): the STemDist modification (ref 3.4).
+        self.norm = nn.LayerNorm((residual_channels, length_out))
+
+    def forward(self, x: torch.Tensor, a_out: torch.Tensor,
+                a_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, N, L) -> ((B, C, N, L'), skip (B, S, N, 1)); a_out, a_in: normalised A and A^T."""
+        residual = x
+        x = self.dropout(torch.tanh(self.filter(x)) * torch.sigmoid(self.gate(x)))
+        skip = self.skip(x)
+        x = self.gconv1(x, a_out) + self.gconv2(x, a_in)
+        x = x + residual[..., -x.size(3):]
+        x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        return x, skip
+
+
+class _MTGNNBackbone(STModel):
+    """MTGNN backbone shared by both forms; subclasses supply the two node embeddings."""
+
+    def __init__(self, num_locations: int, in_channels: int, out_channels: int,
+                 input_len: int = 12, output_len: int = 12, *, gcn_depth: int = 2,
+                 dropout: float = 0.3, subgraph_size: int = 20, node_dim: int = 10,
+                 layers: int = 3, propalpha: float = 0.05, tanhalpha: float = 3.0,
+                 conv_channels: int = 32, residual_channels: int = 32, skip_channels: int = 64,
+                 end_channels: int = 128, dilation_exponential: int = 1):
+        super().__init__(num_locations, in_channels, out_channels, input_len, output_len)
+        self.node_dim = node_dim
+        kernel = max(KERNEL_SET)
+        self.receptive_field = receptive_field(layers, kernel, dilation_exponential)
+        self.seq_len = max(input_len, self.receptive_field)  # inputs are left-zero-padded to this
+
+        self.graph = GraphLearner(node_dim, subgraph_size, tanhalpha)
+        self.input_dropout = nn.Dropout(dropout)
+        self.start_conv = nn.Conv2d(in_channels, residual_channels, 1)
+        self.skip0 = nn.Conv2d(in_channels, skip_channels, (1, self.seq_len))
+        lengths = [self.seq_len + 1 - receptive_field(j + 1, kernel, dilation_exponential)
+                   for j in range(layers)]  # time steps left after each block (19 -> 13, 7, 1)
+        self.blocks = nn.ModuleList(
+            Block(residual_channels, conv_channels, skip_channels, dilation_exponential**j,
+                  lengths[j], gcn_depth, propalpha, dropout)
+            for j in range(layers)
+        )
+        self.skipE = nn.Conv2d(residual_channels, skip_channels,
+                               (1, self.seq_len - self.receptive_field + 1))
+        self.end_conv_1 = nn.Conv2d(skip_channels, end_channels, 1)
+        self.end_conv_2 = nn.Conv2d(end_channels, output_len * out_channels, 1)
+
+    def node_embeddings(self, loc_input: torch.Tensor | None,
+                        n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two (n, node_dim) embeddings feeding the graph learner."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, loc_input: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L_in, N, C) normalised input -> (B, L_out, N, C_out)."""
+        b, length, n, c = x.shape
+        if (length, c) != (self.input_len, self.in_channels):
+            raise ValueError(f"expected input (B, {self.input_len}, N, {self.in_channels}), "
+                             f"got {tuple(x.shape)}")
+        adj = self.graph(*self.node_embeddings(loc_input, n))  # once per forward
+        a_out, a_in = normalise_adjacency(adj), normalise_adjacency(adj.T)
+
+        x = F.pad(x.permute(0, 3, 2, 1), (self.seq_len - length, 0))  # (B, C, N, seq_len)
+        skip = self.skip0(self.input_dropout(x))
+        h = self.start_conv(x)
+        for block in self.blocks:
+            h, s = block(h, a_out, a_in)
+            skip = skip + s
+        skip = skip + self.skipE(h)
+        out = self.end_conv_2(F.relu(self.end_conv_1(F.relu(skip))))  # (B, L_out * C_out, N, 1)
+        return out.reshape(b, self.output_len, self.out_channels, n).transpose(2, 3)
+
+
+@MODELS.register("mtgnn", family="stgnn",
+                 description="MTGNN with learned per-location embeddings (transductive)")
+class MTGNN(_MTGNNBackbone):
+    """MTGNN whose graph learner reads two nn.Embedding tables; only runs on its N locations.
+
+    Ignores ``loc_input``. Hyperparameters and defaults follow the STemDist reference (ref 3.4):
+    gcn_depth, dropout, subgraph_size (top-k), node_dim, layers, propalpha, tanhalpha, the channel
+    widths (conv, residual, skip, end) and dilation_exponential.
+    """
+
+    inductive = False
+
+    def __init__(self, num_locations: int, in_channels: int, out_channels: int,
+                 input_len: int = 12, output_len: int = 12, **hyperparams):
+        super().__init__(num_locations, in_channels, out_channels, input_len, output_len,
+                         **hyperparams)
+        self.emb1 = nn.Embedding(num_locations, self.node_dim)
+        self.emb2 = nn.Embedding(num_locations, self.node_dim)
+
+    def node_embeddings(self, loc_input, n):
+        self.check_locations(n)
+        return self.emb1.weight, self.emb2.weight
+
+
+@MODELS.register("mtgnn-le", family="stgnn",
+                 description="MTGNN with the STemDist location encoder (inductive)")
+class MTGNNLE(_MTGNNBackbone):
+    """MTGNN whose two node embeddings come from two independent STemDist location encoders.
+
+    ``loc_input`` (N, L_in, C), the per-location mean of the normalised input windows (paper eq. 3),
+    is required and flattened to (N, L_in * C). Extra hyperparameters: ``encoder_hidden`` (d, 32)
+    and ``encoder_relu`` (False follows the paper's eq. 4; True adds the reference code's ReLU after
+    Linear1). The rest are those of ``mtgnn``.
+    """
+
+    inductive = True
+
+    def __init__(self, num_locations: int, in_channels: int, out_channels: int,
+                 input_len: int = 12, output_len: int = 12, *, encoder_hidden: int = 32,
+                 encoder_relu: bool = False, **hyperparams):
+        super().__init__(num_locations, in_channels, out_channels, input_len, output_len,
+                         **hyperparams)
+        features = input_len * in_channels
+        self.encoder1 = LocationEncoder(features, encoder_hidden, self.node_dim, encoder_relu)
+        self.encoder2 = LocationEncoder(features, encoder_hidden, self.node_dim, encoder_relu)
+
+    def node_embeddings(self, loc_input, n):
+        expected = (n, self.input_len, self.in_channels)
+        if loc_input is None:
+            raise ValueError("mtgnn-le needs loc_input (N, L_in, C): the per-location mean of the "
+                             "normalised input windows (STemDist eq. 3)")
+        if tuple(loc_input.shape) != expected:
+            raise ValueError(f"loc_input must have shape {expected}, got {tuple(loc_input.shape)}")
+        features = loc_input.reshape(n, -1)
+        return self.encoder1(features), self.encoder2(features)

@@ -1,0 +1,32 @@
+"""Protocol presets: how long evaluation training runs and how often it validates.
+
+* ``smoke``: seconds per method (CI, first look).
+* ``quick``: minutes per method on a laptop CPU.
+* ``paper``: the papers' protocol: evaluation epochs and batch size per dataset (STemDist appendix C:
+  400 epochs for GBA/GLA, 100 otherwise), validation every 5 epochs.
+
+Methods read ``ctx.preset`` to size their own loops (e.g. STemDist's T_outer).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from stbench import UserError
+from stbench.train import TrainConfig
+
+PRESETS = {
+    "smoke": dict(epochs=3, eval_every=1, batch_size=32, eval_batch_size=64),
+    "quick": dict(epochs=30, eval_every=5, batch_size=64, eval_batch_size=64),
+    "paper": dict(eval_every=5, eval_batch_size=64),
+}
+
+
+def train_config(preset: str, dataset_defaults: dict, overrides: dict | None = None) -> TrainConfig:
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    settings = dict(PRESETS[preset])
+    if preset == "paper":
+        settings.setdefault("epochs", dataset_defaults.get("paper_epochs", 100))
+        settings.setdefault("batch_size", dataset_defaults.get("batch_size", 64))
+    cfg = replace(TrainConfig(), **settings)
+    return replace(cfg, **(overrides or {}))

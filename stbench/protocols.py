@@ -1,0 +1,122 @@
+"""The two method protocols and what passes between a method and the harness.
+
+* ``Condenser`` (static): ``condense(train, budget, ctx) -> CondensedSet``, once per run.
+* ``Pruner`` (dynamic): ``start(n, budget, ctx)``, then each epoch ``epoch(e, E) -> (ids, weights)``
+  and after each batch ``update(ids, per_sample_loss)``.
+
+Methods declare their hyper-parameters as a nested ``Params`` dataclass; the harness builds
+``Method(Params(**overrides))`` and records the resolved parameters with every run. Methods draw
+randomness only from ``ctx.rng`` (numpy) and ``ctx.torch_generator`` (torch).
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+
+from stbench.budgets import Compression, Retention
+from stbench.data.windows import Series, WindowSet
+from stbench.measure import Meter
+
+
+@dataclass
+class CondensedSet:
+    """The output of a static method: either synthetic tensors or indices into the real training data.
+
+    Synthetic: ``x`` (M', L_in, N', C) normalised, ``y`` (M', L_out, N', C_t) normalised target units.
+    Coreset: ``indices`` (M',) training window ids and optionally ``locations`` (N',) original
+    location ids. ``sample_weight`` (M',) and ``location_weight`` (N',) enter the training loss as
+    given (the trainer's convention: loss = mean_i w_i * l_i, so weights should average 1).
+    ``hints`` carries training settings the method prescribes (e.g. ``location_subsets`` for
+    STemDist's Algorithm 2, a learned learning rate for MTT).
+    """
+    x: torch.Tensor | None = None
+    y: torch.Tensor | None = None
+    indices: np.ndarray | None = None
+    locations: np.ndarray | None = None
+    sample_weight: torch.Tensor | None = None
+    location_weight: torch.Tensor | None = None
+    hints: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if (self.x is None) == (self.indices is None):
+            raise ValueError("a CondensedSet holds either synthetic x/y or coreset indices")
+        if self.x is not None and (self.y is None or self.x.shape[0] != self.y.shape[0]):
+            raise ValueError("synthetic x and y must have the same number of windows")
+
+    def shape(self, train: WindowSet) -> tuple[int, int]:
+        """(windows, locations) kept."""
+        if self.x is not None:
+            return int(self.x.shape[0]), int(self.x.shape[2])
+        n = train.series.num_locations if self.locations is None else len(self.locations)
+        return len(self.indices), n
+
+    def state(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass
+class RunContext:
+    seed: int
+    device: torch.device
+    rng: np.random.Generator
+    torch_generator: torch.Generator
+    meter: Meter
+    preset: str
+    series: Series
+    model_factory: Callable[..., torch.nn.Module]   # (num_locations, name=None) -> fresh model
+    dataset_defaults: dict = field(default_factory=dict)
+
+
+class Method(abc.ABC):
+    """Shared by both protocols: parameters, family and the evaluation model they expect."""
+    kind: ClassVar[str] = ""
+    bidimensional: ClassVar[bool] = False   # reduces locations too: needs an inductive model
+
+    @dataclass
+    class Params:
+        pass
+
+    def __init__(self, params: Any = None):
+        self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def make(cls, overrides: dict) -> "Method":
+        names = {f.name: f for f in dataclasses.fields(cls.Params)}
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise KeyError(unknown)
+        return cls(cls.Params(**overrides))
+
+    def param_dict(self) -> dict:
+        return dataclasses.asdict(self.params)
+
+    def is_bidimensional(self, budget) -> bool:
+        """Whether this run reduces locations (then it needs an inductive evaluation model)."""
+        return self.bidimensional
+
+
+class Condenser(Method):
+    kind = "static"
+
+    @abc.abstractmethod
+    def condense(self, train: WindowSet, budget: Compression, ctx: RunContext) -> CondensedSet:
+        """Reduce the training windows to the budget."""
+
+
+class Pruner(Method):
+    kind = "dynamic"
+
+    def start(self, num_samples: int, budget: Retention | None, ctx: RunContext) -> None:
+        self.num_samples, self.budget, self.ctx = num_samples, budget, ctx
+
+    @abc.abstractmethod
+    def epoch(self, epoch: int, num_epochs: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Sample ids to visit this epoch and their loss weights (None: all ones)."""
+
+    def update(self, ids: np.ndarray, per_sample_loss: torch.Tensor) -> None:
+        """Per-sample losses of the batch just trained (most pruners score on them)."""

@@ -1,0 +1,304 @@
+"""Run a grid of (method, budget, seed) cells on one dataset and one evaluation model.
+
+For every cell: condense (static methods) or start the pruner (dynamic methods), train the evaluation
+model through the one trainer, test the best-validation checkpoint on the full original test split,
+and append one record to the results store. A failing cell is recorded and the grid goes on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+import stbench
+from stbench import UserError
+from stbench.budgets import Compression, Retention
+from stbench.data.catalog import DatasetSpec, load_dataset
+from stbench.data.core import array_sha256
+from stbench.data.windows import Series, WindowSpec
+from stbench.measure import Meter, usable_cpus
+from stbench.plugins import load_builtin
+from stbench.presets import train_config
+from stbench.protocols import CondensedSet, Method, RunContext
+from stbench.registry import DATASETS, METHODS, MODELS
+from stbench.results import ResultStore, run_id
+from stbench.train import FixedSchedule, RealSource, fit, source_for
+
+
+@dataclass
+class Grid:
+    methods: str = "full,random"
+    dataset: str = "synthetic-weather"
+    budgets: list = field(default_factory=lambda: [Compression(0.005)])
+    retentions: list = field(default_factory=lambda: [Retention(0.3)])
+    seeds: list = field(default_factory=lambda: [0])
+    model: str = "auto"
+    preset: str = "smoke"
+    device: str = "auto"
+    data_dir: str | None = None
+    results: str = "results"
+    params: dict = field(default_factory=dict)            # "param" or "method.param" -> value
+    dataset_options: dict = field(default_factory=dict)   # size knobs of built-in datasets
+    train_overrides: dict = field(default_factory=dict)   # e.g. {"epochs": 5}
+    window: WindowSpec = field(default_factory=WindowSpec)
+
+
+@dataclass
+class Cell:
+    method_name: str
+    method: Method
+    budget: Compression | Retention | None
+    seed: int
+    model: str
+
+    @property
+    def label(self) -> str:
+        budget = self.budget.label if self.budget is not None else "-"
+        return f"{self.method_name} {budget} seed={self.seed} model={self.model}"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def make_method(name: str, params: dict) -> Method:
+    cls = METHODS.get(name)
+    fields = {f.name for f in dataclasses.fields(cls.Params)}
+    chosen = {}
+    for key, value in params.items():
+        target, _, param = key.rpartition(".")
+        if target and target != name:
+            continue
+        if param in fields:
+            chosen[param] = value
+        elif target == name:
+            raise UserError(f"method {name} has no parameter {param!r}; it has: {', '.join(sorted(fields)) or 'none'}")
+    return cls.make(chosen)
+
+
+def versions(device: torch.device) -> dict:
+    info = {"stbench": stbench.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "host": platform.node(), "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info.update(cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(device))
+    return info
+
+
+class Runner:
+    def __init__(self, grid: Grid, progress=None):
+        load_builtin()
+        self.grid, self.progress = grid, progress
+        self.device = resolve_device(grid.device)
+        torch.set_num_threads(usable_cpus())
+        self.store = ResultStore(grid.results)
+        self.spec: DatasetSpec = DATASETS.get(grid.dataset)
+        self.cells = self._cells()
+
+    # -- grid -----------------------------------------------------------------------------------
+    def _cells(self) -> list[Cell]:
+        names = METHODS.select(self.grid.methods)
+        if self.grid.model != "auto":
+            MODELS.get(self.grid.model)
+        cells = []
+        for name in names:
+            method = make_method(name, self.grid.params)
+            budgets = {"static": self.grid.budgets, "dynamic": self.grid.retentions, "full": [None]}[method.kind]
+            for budget in budgets:
+                model = self.grid.model
+                if model == "auto":
+                    model = "mtgnn-le" if budget is not None and method.is_bidimensional(budget) else "mtgnn"
+                cells += [Cell(name, method, budget, seed, model) for seed in self.grid.seeds]
+        return cells
+
+    def _check_budgets(self, num_windows: int, num_locations: int) -> None:
+        """Reject budgets that keep less than one window or location before anything runs."""
+        for cell in self.cells:
+            if isinstance(cell.budget, Compression):
+                cell.budget.sizes(num_windows, num_locations, cell.method.is_bidimensional(cell.budget))
+            elif isinstance(cell.budget, Retention) and round(cell.budget.ratio * num_windows) < 1:
+                raise UserError(f"retention {cell.budget.ratio:g} of {num_windows} windows keeps none; raise it")
+
+    # -- running --------------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        meter = Meter(self.device)
+        with meter.phase("prepare"):
+            data = load_dataset(self.grid.dataset, self.grid.data_dir, **self.grid.dataset_options)
+            self.series = Series(data, self.grid.window, self.device)
+            self.train, self.val, self.test = (self.series.split(s) for s in ("train", "val", "test"))
+            self.eval_loc_input = self.train.location_input()
+        self.prepare_cost = (meter.time_s["prepare"], meter.rss_peak["prepare"], meter.cuda_peak.get("prepare", 0))
+        self.data_sha = data.meta.get("data_sha256") or array_sha256(np.asarray(data.values))
+        self._check_budgets(len(self.train), self.series.num_locations)
+        finished = self.store.finished()
+        records = []
+        for i, cell in enumerate(self.cells):
+            config = self._config(cell)
+            rid = run_id(config)
+            if rid in finished:
+                self._say(f"[{i + 1}/{len(self.cells)}] {cell.label}: done before, skipped")
+                records.append(next(r for r in self.store.records() if r["run_id"] == rid))
+                continue
+            self._say(f"[{i + 1}/{len(self.cells)}] {cell.label} ...")
+            record = self._run_cell(cell, config, rid)
+            self.store.append(record)
+            records.append(record)
+            self._say(f"    {record['status']}" + (f": {record['error']}" if record.get("error") else
+                      f"  test rel_mae {record['metrics']['test']['rel_mae']:.4f} "
+                      f"rel_rmse {record['metrics']['test']['rel_rmse']:.4f}  ({record['time_s']['total']:.1f}s)"))
+        return records
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            self.progress(text)
+
+    def _config(self, cell: Cell) -> dict:
+        cfg = train_config(self.grid.preset, self.spec.defaults, self.grid.train_overrides)
+        return {
+            "dataset": self.grid.dataset, "dataset_sha256": self.data_sha,
+            "dataset_options": self.grid.dataset_options, "window": dataclasses.asdict(self.grid.window),
+            "method": cell.method_name, "method_params": cell.method.param_dict(),
+            "budget": None if cell.budget is None else cell.budget.to_dict(), "seed": cell.seed,
+            "model": cell.model, "preset": self.grid.preset, "train": dataclasses.asdict(cfg),
+            "device": self.device.type,
+        }
+
+    def _context(self, cell: Cell, meter: Meter) -> RunContext:
+        torch.manual_seed(cell.seed)  # model initialisation and dropout
+        return RunContext(
+            seed=cell.seed, device=self.device, rng=np.random.default_rng(cell.seed),
+            torch_generator=torch.Generator().manual_seed(cell.seed), meter=meter, preset=self.grid.preset,
+            series=self.series, model_factory=self._model_factory(cell.model),
+            dataset_defaults=dict(self.spec.defaults),
+        )
+
+    def _model_factory(self, name: str):
+        cls = MODELS.get(name)
+        spec, series = self.grid.window, self.series
+
+        def build(num_locations: int, model_name: str | None = None):
+            chosen = cls if model_name is None else MODELS.get(model_name)
+            return chosen(num_locations, series.num_channels, len(series.data.targets),
+                          spec.input_len, spec.output_len).to(self.device)
+        return build
+
+    def _run_cell(self, cell: Cell, config: dict, rid: str) -> dict:
+        meter = Meter(self.device)
+        meter.time_s["prepare"], meter.rss_peak["prepare"], cuda_prepare = self.prepare_cost
+        if self.device.type == "cuda":
+            meter.cuda_peak["prepare"] = cuda_prepare
+        record = self._base_record(cell, config, rid)
+        started = time.perf_counter()
+        try:
+            self._execute(cell, config, meter, record)
+            record["status"] = "ok"
+        except Incompatible as err:
+            record.update(status="incompatible", error=str(err))
+        except (torch.cuda.OutOfMemoryError, MemoryError) as err:
+            record.update(status="oom", error=f"{type(err).__name__}: {err}".splitlines()[0])
+        except Exception as err:  # one failing cell never stops the grid
+            oom = "out of memory" in str(err).lower() or "can't allocate memory" in str(err).lower()
+            record.update(status="oom" if oom else "failed", error=f"{type(err).__name__}: {err}".splitlines()[0],
+                          traceback=traceback.format_exc())
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        record["time_s"] = dict(meter.time_s, total=time.perf_counter() - started)
+        record["peak_rss_bytes"] = dict(meter.rss_peak)
+        record["peak_cuda_bytes"] = dict(meter.cuda_peak)
+        record["rss_peak_is_process"] = meter.rss_peak_is_process
+        record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+        return record
+
+    def _base_record(self, cell: Cell, config: dict, rid: str) -> dict:
+        data = self.series.data
+        return {
+            "run_id": rid, "status": "running", "error": None,
+            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "dataset": self.grid.dataset, "dataset_sha256": self.data_sha, "dataset_shape": list(data.shape),
+            "split_windows": {k: len(v) for k, v in self.series.starts.items()},
+            "method": cell.method_name, "family": METHODS.entry(cell.method_name).family,
+            "method_kind": cell.method.kind, "method_params": cell.method.param_dict(),
+            "budget": config["budget"], "budget_label": cell.budget.label if cell.budget else "full",
+            "seed": cell.seed, "model": cell.model, "preset": self.grid.preset, "train_config": config["train"],
+            "device": str(self.device), "versions": versions(self.device),
+        }
+
+    def _execute(self, cell: Cell, config: dict, meter: Meter, record: dict) -> None:
+        ctx = self._context(cell, meter)
+        cfg = train_config(self.grid.preset, self.spec.defaults, self.grid.train_overrides)
+        n_train, n_loc = len(self.train), self.series.num_locations
+        if cell.method.kind == "static":
+            condensed = self._condense(cell, config, ctx, record)
+            source = source_for(condensed, self.train)
+            schedule = FixedSchedule(len(source), condensed.sample_weight)
+            cfg = dataclasses.replace(cfg, **{k: v for k, v in condensed.hints.items()
+                                              if k in {f.name for f in dataclasses.fields(cfg)}})
+            m, n = condensed.shape(self.train)
+            record["reduced_shape"] = [m, self.grid.window.input_len, n, self.series.num_channels]
+            record["budget_achieved"] = (m * n) / (n_train * n_loc)
+        else:
+            source = RealSource(self.train)
+            cell.method.start(n_train, cell.budget, ctx)
+            schedule = cell.method
+            m, n = n_train, n_loc
+        model_cls = MODELS.get(cell.model)
+        if n < n_loc and not model_cls.inductive:
+            raise Incompatible(f"model {cell.model} is transductive and cannot train on {n} of {n_loc} "
+                               "locations; use an inductive model such as mtgnn-le")
+        model = ctx.model_factory(source.loc_input.shape[0])
+        record["model_parameters"] = sum(p.numel() for p in model.parameters())
+        result = fit(model, source, schedule, cfg, self.val, self.test, self.eval_loc_input, ctx,
+                     progress=_epoch_progress if self.progress else None)
+        record["train_config"] = dataclasses.asdict(cfg)
+        record["metrics"] = {"val": result.val, "test": result.test}
+        record.update(best_epoch=result.best_epoch, epochs=cfg.epochs, optimizer_steps=result.optimizer_steps,
+                      sample_visits=int(sum(result.visits_per_epoch)), visits_per_epoch=result.visits_per_epoch,
+                      epoch_time_s=result.epoch_times, val_history=result.val_history)
+        record["location_sample_visits"] = record["sample_visits"] * n
+        if cell.method.kind != "static":
+            record["budget_achieved"] = sum(result.visits_per_epoch) / (cfg.epochs * n_train)
+            record["reduced_shape"] = [m, self.grid.window.input_len, n, self.series.num_channels]
+
+    def _condense(self, cell: Cell, config: dict, ctx: RunContext, record: dict):
+        """Condense, or reuse the artifact of an identical earlier condensation (its cost is kept)."""
+        key = run_id({k: config[k] for k in ("dataset", "dataset_sha256", "dataset_options", "window",
+                                             "method", "method_params", "budget", "seed", "preset", "device")})
+        cached = self.store.load_artifact(key)
+        if cached is not None:
+            record.update(condense_cached=True, artifact=str(self.store.artifact_path(key)))
+            ctx.meter.time_s["condense"] = cached["time_s"]
+            ctx.meter.rss_peak["condense"] = cached["rss_peak"]
+            if cached.get("cuda_peak"):
+                ctx.meter.cuda_peak["condense"] = cached["cuda_peak"]
+            return CondensedSet(**cached["set"])
+        with ctx.meter.phase("condense"):
+            condensed = cell.method.condense(self.train, cell.budget, ctx)
+        path = self.store.save_artifact(key, {
+            "set": condensed.state(), "time_s": ctx.meter.time_s["condense"],
+            "rss_peak": ctx.meter.rss_peak["condense"], "cuda_peak": ctx.meter.cuda_peak.get("condense", 0)})
+        record.update(condense_cached=False, artifact=str(path))
+        return condensed
+
+
+class Incompatible(Exception):
+    """The evaluation model cannot be trained on this reduced set."""
+
+
+def _epoch_progress(epoch: int, total: int) -> None:
+    """Epoch counter on one terminal line (only when stderr is a terminal)."""
+    if sys.stderr.isatty():
+        end = "\n" if epoch == total else ""
+        print(f"\r    epoch {epoch}/{total}", end=end, file=sys.stderr, flush=True)

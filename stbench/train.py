@@ -1,0 +1,217 @@
+"""One trainer for every method: full data, a condensed set, or a pruner all arrive as a Schedule.
+
+Each epoch the schedule names the sample ids to visit and their loss weights; the trainer shuffles
+them with the run's generator, trains on batches, and feeds each batch's per-sample losses back. The
+loss convention is single: ``loss = mean_i(w_i * l_i)`` where ``l_i`` is sample i's masked mean error
+in normalised target units (MSE or MAE), weighted per location when the set carries location weights.
+With ``location_subsets = K > 1`` every batch is split into K random location subsets and the model
+takes one step per subset (STemDist Algorithm 2). Every ``eval_every`` epochs the model is scored on
+the full validation split with all original locations; the best checkpoint is tested at the end.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from stbench.data.windows import WindowSet
+from stbench.metrics import StreamingMetrics, target_mean
+from stbench.protocols import CondensedSet, RunContext
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"          # adam | sgd
+    momentum: float = 0.9            # sgd only
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"    # constant | cosine (per epoch, so it does not depend on epoch length)
+    loss: str = "mse"                # mse | mae, in normalised target units
+    grad_clip: float | None = None
+    eval_every: int = 5
+    eval_batch_size: int = 64
+    select_metric: str = "rel_rmse"
+    location_subsets: int = 1
+
+
+# --- what the trainer trains on -------------------------------------------------------------
+
+class RealSource:
+    """Real training windows (all, or a coreset's ids and locations)."""
+
+    def __init__(self, train: WindowSet, window_ids: np.ndarray | None = None,
+                 locations: np.ndarray | None = None):
+        self.train = train
+        self.window_ids = np.arange(len(train)) if window_ids is None else np.asarray(window_ids)
+        self.locations = None if locations is None else torch.as_tensor(locations, device=train.series.device)
+        self.location_weight = None
+        self.loc_input = train.location_input(self.window_ids, self.locations)
+
+    def __len__(self) -> int:
+        return len(self.window_ids)
+
+    def batch(self, ids: np.ndarray):
+        b = self.train.batch(self.window_ids[ids], self.locations)
+        return b.x, self.train.series.scale_target(b.y), b.mask
+
+
+class SyntheticSource:
+    """Synthetic windows held as tensors (normalised x and y, fully observed)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, location_weight: torch.Tensor | None):
+        self.x, self.y = x.detach(), y.detach()
+        self.location_weight = location_weight
+        self.loc_input = self.x.mean(dim=0).permute(1, 0, 2).contiguous()
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def batch(self, ids: np.ndarray):
+        idx = torch.as_tensor(ids, device=self.x.device)
+        y = self.y[idx]
+        return self.x[idx], y, torch.ones_like(y, dtype=torch.bool)
+
+
+def source_for(condensed: CondensedSet, train: WindowSet):
+    device = train.series.device
+    if condensed.x is not None:
+        weight = None if condensed.location_weight is None else condensed.location_weight.to(device)
+        return SyntheticSource(condensed.x.to(device), condensed.y.to(device), weight)
+    source = RealSource(train, condensed.indices, condensed.locations)
+    if condensed.location_weight is not None:
+        source.location_weight = condensed.location_weight.to(device)
+    return source
+
+
+# --- schedules -----------------------------------------------------------------------------
+
+class FixedSchedule:
+    """Every sample every epoch, with fixed weights (full data and static condensed sets)."""
+
+    def __init__(self, num_samples: int, weights: torch.Tensor | np.ndarray | None = None):
+        self.ids = np.arange(num_samples)
+        self.weights = None if weights is None else np.asarray(torch.as_tensor(weights).cpu(), dtype=np.float32)
+
+    def epoch(self, epoch: int, num_epochs: int):
+        return self.ids, self.weights
+
+    def update(self, ids, per_sample_loss) -> None:
+        """Fixed schedules ignore losses."""
+
+
+# --- training and evaluation -------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    val: dict
+    test: dict
+    epoch_times: list = field(default_factory=list)
+    visits_per_epoch: list = field(default_factory=list)
+    optimizer_steps: int = 0
+    val_history: list = field(default_factory=list)
+
+
+def per_sample_loss(pred, y, mask, location_weight, kind: str) -> torch.Tensor:
+    err = (pred - y) ** 2 if kind == "mse" else (pred - y).abs()
+    m = mask.to(pred.dtype)
+    if location_weight is not None:
+        m = m * (location_weight / location_weight.mean()).view(1, 1, -1, 1)
+    return (err * m).sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3)).clamp(min=1)
+
+
+def _optimizer(model, cfg: TrainConfig):
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _location_subsets(n: int, k: int, gen: torch.Generator, device) -> list[torch.Tensor | None]:
+    if k <= 1:
+        return [None]
+    perm = torch.randperm(n, generator=gen).to(device)
+    return [part for part in torch.tensor_split(perm, min(k, n)) if len(part)]
+
+
+def train_step(model, opt, source, ids, weights, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """One batch: a step per location subset; returns the batch's per-sample losses (mean over subsets)."""
+    x, y, mask = source.batch(ids)
+    w = None if weights is None else torch.as_tensor(weights, device=x.device)
+    losses = torch.zeros(len(ids), device=x.device)
+    subsets = _location_subsets(x.shape[2], cfg.location_subsets, gen, x.device)
+    for subset in subsets:
+        xs, ys, ms, li = x, y, mask, source.loc_input
+        lw = source.location_weight
+        if subset is not None:
+            xs, ys, ms, li = x[:, :, subset], y[:, :, subset], mask[:, :, subset], li[subset]
+            lw = None if lw is None else lw[subset]
+        sample_loss = per_sample_loss(model(xs, li), ys, ms, lw, cfg.loss)
+        loss = sample_loss.mean() if w is None else (w * sample_loss).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        losses += sample_loss.detach() / len(subsets)
+    return losses
+
+
+@torch.no_grad()
+def evaluate(model, windows: WindowSet, loc_input: torch.Tensor, batch_size: int,
+             y_mean: float | None = None) -> dict:
+    """Stream metrics over every window and every original location of a split."""
+    model.eval()
+    series = windows.series
+    if y_mean is None:
+        y_mean = target_mean(windows.iter_batches(batch_size))
+    metrics = StreamingMetrics(series.spec.output_len, y_mean, series.device)
+    for batch in windows.iter_batches(batch_size):
+        pred = series.unscale_target(model(batch.x, loc_input))
+        metrics.update(pred, batch.y, batch.mask)
+    model.train()
+    return metrics.compute()
+
+
+def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowSet,
+        eval_loc_input: torch.Tensor, ctx: RunContext, progress=None) -> TrainResult:
+    """Train, select the best validation checkpoint, test it (phases ``train`` and ``evaluate``)."""
+    opt = _optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs) if cfg.lr_schedule == "cosine" else None
+    val_mean = target_mean(val.iter_batches(cfg.eval_batch_size))
+    best = (math.inf, -1, None, None)   # score, epoch, state, val metrics
+    result = TrainResult(best_epoch=-1, val={}, test={})
+    model.train()
+    with ctx.meter.phase("train"):
+        for epoch in range(cfg.epochs):
+            start = ctx.meter.clock()
+            ids, weights = schedule.epoch(epoch, cfg.epochs)
+            order = ctx.rng.permutation(len(ids))
+            ids = np.asarray(ids)[order]
+            weights = None if weights is None else np.asarray(weights)[order]
+            for begin in range(0, len(ids), cfg.batch_size):
+                batch_ids = ids[begin:begin + cfg.batch_size]
+                batch_w = None if weights is None else weights[begin:begin + cfg.batch_size]
+                losses = train_step(model, opt, source, batch_ids, batch_w, cfg, ctx.torch_generator)
+                schedule.update(batch_ids, losses)
+                result.optimizer_steps += max(1, min(cfg.location_subsets, source.loc_input.shape[0]))
+            if sched is not None:
+                sched.step()
+            result.epoch_times.append(ctx.meter.clock() - start)
+            result.visits_per_epoch.append(len(ids))
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                scores = evaluate(model, val, eval_loc_input, cfg.eval_batch_size, val_mean)
+                result.val_history.append((epoch, scores[cfg.select_metric]))
+                if scores[cfg.select_metric] < best[0] or best[2] is None:
+                    best = (scores[cfg.select_metric], epoch, copy.deepcopy(model.state_dict()), scores)
+            if progress:
+                progress(epoch + 1, cfg.epochs)
+    _, result.best_epoch, state, result.val = best
+    model.load_state_dict(state)
+    with ctx.meter.phase("evaluate"):
+        result.test = evaluate(model, test, eval_loc_input, cfg.eval_batch_size)
+    return result

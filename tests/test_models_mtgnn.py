@@ -1,0 +1,127 @@
+"""MTGNN backbones (transductive ``mtgnn``, inductive ``mtgnn-le``) and the ``mlp`` backbone."""
+import pytest
+import torch
+
+import stbench.models  # noqa: F401  (registers the models)
+from stbench.models.mtgnn import GraphLearner, receptive_field
+from stbench.registry import MODELS
+
+# reference gtnet plus its two location encoders, in_dim 1 (reference-stemdist-cpu-timings.md)
+REFERENCE_PARAMS = 114_620
+
+
+def make(name, n, c_in=1, c_out=1, l_in=12, l_out=12, **hp):
+    torch.manual_seed(0)
+    return MODELS.get(name)(n, c_in, c_out, l_in, l_out, **hp)
+
+
+def batch(b, l_in, n, c):
+    """Random normalised input and its encoder input: the per-location mean over windows (eq. 3)."""
+    x = torch.randn(b, l_in, n, c)
+    return x, x.mean(dim=0).transpose(0, 1)  # (N, L_in, C)
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["mtgnn", "mtgnn-le", "mlp"])
+@pytest.mark.parametrize("c_in,l_in,l_out", [(1, 12, 12), (3, 12, 12), (1, 6, 3), (3, 6, 3)])
+def test_output_shape(name, c_in, l_in, l_out):
+    model = make(name, 7, c_in, 1, l_in, l_out)
+    x, loc = batch(2, l_in, 7, c_in)
+    assert model(x, loc).shape == (2, l_out, 7, 1)
+
+
+def test_registry_metadata():
+    assert MODELS.entry("mtgnn").family == "stgnn"
+    assert MODELS.entry("mtgnn-le").family == "stgnn"
+    assert MODELS.entry("mlp").family == "mlp"
+    assert not MODELS.get("mtgnn").inductive
+    assert MODELS.get("mtgnn-le").inductive and MODELS.get("mlp").inductive
+
+
+def test_receptive_field():
+    assert receptive_field(3, 7, 1) == 19
+    assert receptive_field(3, 7, 2) == 1 + 6 * 7
+    assert make("mtgnn", 4, layers=2).seq_len == 13
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_graph_learner_keeps_top_k_per_row(training):
+    torch.manual_seed(0)
+    learner = GraphLearner(node_dim=10, subgraph_size=3, alpha=3.0).train(training)
+    adj = learner(torch.randn(12, 10), torch.randn(12, 10))
+    assert adj.shape == (12, 12)
+    assert (adj >= 0).all()
+    assert ((adj > 0).sum(dim=1) <= 3).all()
+
+
+def test_inductive_train_small_predict_large():
+    model = make("mtgnn-le", 6)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, loc = batch(4, 12, 6, 1)
+    y = torch.randn(4, 12, 6, 1)
+    for _ in range(3):
+        opt.zero_grad()
+        loss = (model(x, loc) - y).pow(2).mean()
+        loss.backward()
+        opt.step()
+    model.eval()
+    x_big, loc_big = batch(3, 12, 20, 1)
+    with torch.no_grad():
+        out = model(x_big, loc_big)
+    assert out.shape == (3, 12, 20, 1)
+    assert torch.isfinite(out).all()
+
+
+def test_transductive_refuses_other_location_count():
+    model = make("mtgnn", 6)
+    x, loc = batch(2, 12, 5, 1)
+    with pytest.raises(ValueError, match="transductive"):
+        model(x, loc)
+
+
+def test_inductive_needs_loc_input():
+    model = make("mtgnn-le", 6)
+    x, loc = batch(2, 12, 6, 1)
+    with pytest.raises(ValueError, match="loc_input"):
+        model(x)
+    with pytest.raises(ValueError, match="loc_input"):
+        model(x, loc[:5])
+
+
+@pytest.mark.parametrize("name", ["mtgnn", "mtgnn-le"])
+def test_eval_is_deterministic(name):
+    model = make(name, 8).eval()
+    x, loc = batch(2, 12, 8, 1)
+    with torch.no_grad():
+        assert torch.equal(model(x, loc), model(x, loc))
+
+
+@pytest.mark.parametrize("encoder_relu", [False, True])
+def test_gradient_reaches_loc_input(encoder_relu):
+    model = make("mtgnn-le", 6, encoder_relu=encoder_relu)
+    x, loc = batch(2, 12, 6, 1)
+    loc.requires_grad_(True)
+    model(x, loc).sum().backward()
+    assert loc.grad is not None and loc.grad.abs().sum() > 0
+
+
+def test_location_permutation_equivariance():
+    n = 9
+    model = make("mtgnn-le", n, c_in=2, subgraph_size=n).eval()
+    x, loc = batch(2, 12, n, 2)
+    perm = torch.randperm(n)
+    with torch.no_grad():
+        out = model(x, loc)
+        out_perm = model(x[:, :, perm], loc[perm])
+    torch.testing.assert_close(out_perm, out[:, :, perm], rtol=1e-4, atol=1e-5)
+
+
+def test_parameter_count_matches_reference():
+    model = make("mtgnn-le", 207)
+    assert n_params(model) == REFERENCE_PARAMS
+    assert len(list(model.parameters())) == 106
+    # the inductive model's size does not depend on the number of locations
+    assert n_params(make("mtgnn-le", 5)) == REFERENCE_PARAMS
