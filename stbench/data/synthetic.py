@@ -331,7 +331,8 @@ def synthetic_traffic(seed: int = 0, locations: int = 64, steps: int = 2016, fea
     """Road-graph traffic: speed (target, mph) with rush hours, spreading congestion, missing bursts."""
     _check_knobs(locations=locations, steps=steps, features=features, freq_minutes=freq_minutes)
     if not 0.0 <= missing < 0.9:
-        raise UserError(f"synthetic-traffic option missing={missing!r} is invalid: use a fraction in [0, 0.9)")
+        raise UserError(f"synthetic-traffic option missing={missing!r} is invalid: "
+                        "use a fraction in [0, 0.9)")
     rng = np.random.default_rng(seed)
     n = locations
     graph, coords, rows, cols = _road_graph(rng, n)
