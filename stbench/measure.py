@@ -1,11 +1,14 @@
 """Per-phase measurement: wall time with CUDA synchronised, peak CUDA memory and peak process RSS.
 
 Each phase resets the peaks it reads: CUDA's allocator statistics, and the kernel's RSS high-water
-mark (``/proc/self/clear_refs``, Linux). Where the high-water mark cannot be reset the recorded peak
+mark (``/proc/self/clear_refs``, Linux), after returning freed heap memory to the OS (glibc
+``malloc_trim``) so that memory freed by an earlier phase does not count against this one. Where the high-water mark cannot be reset the recorded peak
 is the process peak so far, and ``rss_peak_is_process`` says so.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import resource
 import time
@@ -20,6 +23,14 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def _trim_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc), so a phase's RSS peak starts from live memory."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_rss_peak() -> bool:
@@ -60,6 +71,7 @@ class Meter:
         self._sync()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+        _trim_heap()
         self.rss_peak_is_process |= not _reset_rss_peak()
         start = time.perf_counter()
         try:

@@ -8,7 +8,7 @@ windows count a step once per window), against the mean target of that same spli
     relative RMSE = sqrt(sum (y - y_hat)^2 / sum (y - y_bar)^2)
 
 Entries that are missing (mask False) never enter any sum; datasets whose zeros mean "no reading"
-(traffic) also mask y == 0, as the reference does. All sums are kept in float64 per horizon step, so
+(traffic) also mask y == 0, as the reference does. Sums are accumulated in float64 per horizon step, so
 metrics stream over batches without holding predictions.
 """
 from __future__ import annotations
@@ -27,17 +27,20 @@ class StreamingMetrics:
 
     def update(self, pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> None:
         """pred, y: (B, L_out, N, C_t) in raw units; mask: same shape, True where y counts."""
-        m = mask.to(torch.float64)
-        err = (pred.double() - y.double()) * m
-        dev = (y.double() - self.target_mean) * m
-        safe_y = torch.where(mask, y.double().abs(), torch.ones_like(err))
-        dims = (0, 2, 3)
-        self.sums["count"] += m.sum(dims)
-        self.sums["abs"] += err.abs().sum(dims)
-        self.sums["sq"] += (err ** 2).sum(dims)
-        self.sums["ape"] += (err.abs() / safe_y).sum(dims)
-        self.sums["abs_dev"] += dev.abs().sum(dims)
-        self.sums["sq_dev"] += (dev ** 2).sum(dims)
+        m = mask.to(pred.dtype)
+        err = (pred - y) * m
+        dev = (y - self.target_mean) * m
+        safe_y = torch.where(mask, y.abs(), torch.ones_like(y))
+        self._add("count", m)
+        self._add("abs", err.abs())
+        self._add("sq", err * err)
+        self._add("ape", err.abs() / safe_y)
+        self._add("abs_dev", dev.abs())
+        self._add("sq_dev", dev * dev)
+
+    def _add(self, name: str, values: torch.Tensor) -> None:
+        """Element-wise work stays in the input dtype; the sums are float64 per horizon step."""
+        self.sums[name] += values.sum(dim=(0, 2, 3), dtype=torch.float64)
 
     def compute(self, horizons: tuple[int, ...] = (3, 6, 12)) -> dict[str, float]:
         s = {k: v.cpu() for k, v in self.sums.items()}

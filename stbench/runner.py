@@ -105,6 +105,8 @@ class Runner:
         torch.set_num_threads(usable_cpus())
         self.store = ResultStore(grid.results)
         self.spec: DatasetSpec = DATASETS.get(grid.dataset)
+        if "split" in self.spec.defaults:
+            grid.window = dataclasses.replace(grid.window, split=tuple(self.spec.defaults["split"]))
         self.cells = self._cells()
 
     # -- grid -----------------------------------------------------------------------------------

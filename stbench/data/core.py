@@ -76,8 +76,9 @@ class STData:
             raise UserError(f"dataset {self.name}: {len(self.timestamps)} timestamps for {t} steps")
         self._check_finite()
 
-    def _check_finite(self, chunk: int = 4096) -> None:
+    def _check_finite(self, chunk_bytes: int = 1 << 24) -> None:
         """NaN/inf must be marked missing in the mask, never hidden in the values."""
+        chunk = max(1, chunk_bytes // max(1, self.values[0].nbytes))
         for start in range(0, self.values.shape[0], chunk):
             block = np.asarray(self.values[start:start + chunk])
             bad = ~np.isfinite(block)

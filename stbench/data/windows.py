@@ -54,8 +54,9 @@ class Scaler:
     std: np.ndarray   # (C,)
 
     @classmethod
-    def fit(cls, data: STData, train_end: int, chunk: int = 2048) -> "Scaler":
+    def fit(cls, data: STData, train_end: int, chunk_bytes: int = 1 << 24) -> "Scaler":
         c = data.values.shape[-1]
+        chunk = max(1, chunk_bytes // (8 * data.values[0].size))  # float64 blocks of ~16 MB
         total, total_sq, count = np.zeros(c), np.zeros(c), np.zeros(c)
         for start in range(0, train_end, chunk):
             block = np.asarray(data.values[start:min(start + chunk, train_end)], dtype=np.float64)
@@ -150,8 +151,10 @@ class WindowSet:
         for begin in range(0, len(ids), batch_size):
             yield self.batch(ids[begin:begin + batch_size], locations)
 
-    def location_input(self, ids=None, locations=None, batch_size: int = 256) -> torch.Tensor:
+    def location_input(self, ids=None, locations=None) -> torch.Tensor:
         """Location-encoder input (N, L_in, C): mean of the normalised input windows (STemDist eq. 3)."""
+        window_bytes = 4 * self.series.spec.length * self.series.values[0].numel()
+        batch_size = max(1, (1 << 25) // window_bytes)  # gather ~32 MB at a time
         total = None
         count = 0
         for batch in self.iter_batches(batch_size, ids, locations):
