@@ -34,7 +34,8 @@ def measure(folder: Path, args) -> dict:
     from stbench.plugins import load_builtin
     from stbench.protocols import RunContext
     from stbench.registry import MODELS
-    from stbench.train import FixedSchedule, RealSource, TrainConfig, fit
+    from stbench.sources import FixedSchedule, RealSource
+    from stbench.train import TrainConfig, fit
 
     load_builtin()
     torch.set_num_threads(usable_cpus())

@@ -21,6 +21,7 @@ import torch
 from stbench.budgets import Compression, Retention
 from stbench.data.windows import Series, WindowSet
 from stbench.measure import Meter
+from stbench.sources import FixedSchedule, source_for
 
 
 @dataclass
@@ -106,6 +107,15 @@ class Condenser(Method):
     @abc.abstractmethod
     def condense(self, train: WindowSet, budget: Compression, ctx: RunContext) -> CondensedSet:
         """Reduce the training windows to the budget."""
+
+    def training_plan(self, condensed: CondensedSet, train: WindowSet, model: torch.nn.Module,
+                      ctx: RunContext):
+        """(source, schedule) the evaluation model trains with: the condensed set, every epoch.
+
+        Online coresets (e.g. CRAIG re-selecting with the model being trained) override this.
+        """
+        source = source_for(condensed, train)
+        return source, FixedSchedule(len(source), condensed.sample_weight)
 
 
 class Pruner(Method):

@@ -29,7 +29,8 @@ from stbench.presets import train_config
 from stbench.protocols import CondensedSet, Method, RunContext
 from stbench.registry import DATASETS, METHODS, MODELS
 from stbench.results import ResultStore, run_id
-from stbench.train import FixedSchedule, RealSource, fit, source_for
+from stbench.sources import RealSource
+from stbench.train import fit
 
 
 @dataclass
@@ -244,23 +245,22 @@ class Runner:
         n_train, n_loc = len(self.train), self.series.num_locations
         if cell.method.kind == "static":
             condensed = self._condense(cell, config, ctx, record)
-            source = source_for(condensed, self.train)
-            schedule = FixedSchedule(len(source), condensed.sample_weight)
             cfg = dataclasses.replace(cfg, **{k: v for k, v in condensed.hints.items()
                                               if k in {f.name for f in dataclasses.fields(cfg)}})
             m, n = condensed.shape(self.train)
-            record["reduced_shape"] = [m, self.grid.window.input_len, n, self.series.num_channels]
             record["budget_achieved"] = (m * n) / (n_train * n_loc)
         else:
-            source = RealSource(self.train)
-            cell.method.start(n_train, cell.budget, ctx)
-            schedule = cell.method
             m, n = n_train, n_loc
-        model_cls = MODELS.get(cell.model)
-        if n < n_loc and not model_cls.inductive:
+        record["reduced_shape"] = [m, self.grid.window.input_len, n, self.series.num_channels]
+        if n < n_loc and not MODELS.get(cell.model).inductive:
             raise Incompatible(f"model {cell.model} is transductive and cannot train on {n} of {n_loc} "
                                "locations; use an inductive model such as mtgnn-le")
-        model = ctx.model_factory(source.loc_input.shape[0])
+        model = ctx.model_factory(n)
+        if cell.method.kind == "static":
+            source, schedule = cell.method.training_plan(condensed, self.train, model, ctx)
+        else:
+            source, schedule = RealSource(self.train), cell.method
+            cell.method.start(n_train, cell.budget, ctx)
         record["model_parameters"] = sum(p.numel() for p in model.parameters())
         result = fit(model, source, schedule, cfg, self.val, self.test, self.eval_loc_input, ctx,
                      progress=_epoch_progress if self.progress else None)
@@ -272,7 +272,6 @@ class Runner:
         record["location_sample_visits"] = record["sample_visits"] * n
         if cell.method.kind != "static":
             record["budget_achieved"] = sum(result.visits_per_epoch) / (cfg.epochs * n_train)
-            record["reduced_shape"] = [m, self.grid.window.input_len, n, self.series.num_channels]
 
     def _condense(self, cell: Cell, config: dict, ctx: RunContext, record: dict):
         """Condense, or reuse the artifact of an identical earlier condensation (its cost is kept)."""
