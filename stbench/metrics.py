@@ -42,14 +42,14 @@ class StreamingMetrics:
         """Element-wise work stays in the input dtype; the sums are float64 per horizon step."""
         self.sums[name] += values.sum(dim=(0, 2, 3), dtype=torch.float64)
 
-    def compute(self, horizons: tuple[int, ...] = (3, 6, 12)) -> dict[str, float]:
+    def compute(self) -> dict[str, float]:
+        """Overall metrics plus MAE/RMSE/MAPE at every horizon step h (keys ``mae@h3`` ...)."""
         s = {k: v.cpu() for k, v in self.sums.items()}
         out = _summarise({k: float(v.sum()) for k, v in s.items()})
-        for h in horizons:
-            if h <= len(s["count"]):
-                for name, value in _summarise({k: float(v[h - 1]) for k, v in s.items()}).items():
-                    if name in ("mae", "rmse", "mape"):
-                        out[f"{name}@h{h}"] = value
+        for h in range(1, len(s["count"]) + 1):
+            for name, value in _summarise({k: float(v[h - 1]) for k, v in s.items()}).items():
+                if name in ("mae", "rmse", "mape"):
+                    out[f"{name}@h{h}"] = value
         return out
 
 

@@ -26,3 +26,25 @@ def test_builtin_methods_are_registered():
     load_builtin()
     assert {"full", "random", "soft-random"} <= set(METHODS.names())
     assert METHODS.entry("soft-random").family == "pruning"
+
+
+def test_third_party_methods_plug_in_through_entry_points(monkeypatch, tmp_path):
+    import importlib
+
+    import stbench.registry as registry_module
+    (tmp_path / "stbench_test_plugin.py").write_text(
+        "from stbench.registry import METHODS\n"
+        "@METHODS.register('my-method', family='mine')\n"
+        "class Mine:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fresh = Registry("methods")
+    monkeypatch.setattr(registry_module, "METHODS", fresh)
+
+    class FakeEntryPoint:  # what importlib.metadata returns for an installed plugin package
+        def load(self):
+            return importlib.import_module("stbench_test_plugin")
+
+    monkeypatch.setattr(registry_module, "entry_points",
+                        lambda group: [FakeEntryPoint()] if group == "stbench.methods" else [])
+    assert fresh.names() == ["my-method"]          # listing loads the plugins first
+    assert fresh.select("mine") == ["my-method"]
