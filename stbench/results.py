@@ -78,9 +78,6 @@ class ResultStore:
                     latest[record["run_id"]] = record
         return list(latest.values())
 
-    def finished(self) -> set[str]:
-        return {r["run_id"] for r in self.records() if r.get("status") in FINISHED}
-
     def require_records(self) -> list[dict]:
         if not self.path.exists():
             raise UserError(f"no results in {self.root} (runs.jsonl missing); run `stbench run` first")

@@ -28,7 +28,7 @@ from stbench.plugins import load_builtin
 from stbench.presets import train_config
 from stbench.protocols import CondensedSet, Method, RunContext
 from stbench.registry import DATASETS, METHODS, MODELS
-from stbench.results import ResultStore, run_id
+from stbench.results import FINISHED, ResultStore, run_id
 from stbench.sources import RealSource
 from stbench.train import fit
 
@@ -145,14 +145,14 @@ class Runner:
         self.prepare_cost = (meter.time_s["prepare"], meter.rss_peak["prepare"], meter.cuda_peak.get("prepare", 0))
         self.data_sha = data.meta.get("data_sha256") or array_sha256(np.asarray(data.values))
         self._check_budgets(len(self.train), self.series.num_locations)
-        finished = self.store.finished()
+        existing = {r["run_id"]: r for r in self.store.records()}
         records = []
         for i, cell in enumerate(self.cells):
             config = self._config(cell)
             rid = run_id(config)
-            if rid in finished:
+            if existing.get(rid, {}).get("status") in FINISHED:
                 self._say(f"[{i + 1}/{len(self.cells)}] {cell.label}: done before, skipped")
-                records.append(next(r for r in self.store.records() if r["run_id"] == rid))
+                records.append(existing[rid])
                 continue
             self._say(f"[{i + 1}/{len(self.cells)}] {cell.label} ...")
             record = self._run_cell(cell, config, rid)

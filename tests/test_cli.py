@@ -149,3 +149,22 @@ def test_real_dataset_end_to_end(shared_data, tmp_path):
     records = ResultStore(results).records()
     assert [r["status"] for r in records] == ["ok"] * 3
     assert records[0]["dataset_shape"] == [2016, 207, 1]
+
+
+def test_a_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
+    from stbench.plugins import load_builtin
+    from stbench.protocols import Condenser
+    from stbench.registry import METHODS, Entry
+
+    class Broken(Condenser):
+        def condense(self, train, budget, ctx):
+            raise RuntimeError("deliberately broken")
+
+    load_builtin()
+    monkeypatch.setitem(METHODS._entries, "test-broken", Entry("test-broken", Broken, "test"))
+
+    results = str(tmp_path / "res")
+    assert run_cli("run", "--methods", "test-broken,random", *SMALL, "--model", "mlp", "--results", results) == 0
+    status = {r["method"]: (r["status"], r["error"]) for r in ResultStore(results).records()}
+    assert status["test-broken"] == ("failed", "RuntimeError: deliberately broken")
+    assert status["random"][0] == "ok"
