@@ -1,4 +1,4 @@
-"""The ``stbench`` command: run, list, show, prepare.
+"""The ``stbench`` command: run, list, show, report, prepare.
 
 Every user error (unknown name, impossible budget, missing or corrupt data) is printed as one line
 ``stbench: error: ...`` with exit code 2; results already written stay in the store.
@@ -77,6 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--results", default="results")
     show.add_argument("--runs", action="store_true", help="one row per run instead of mean +- std over seeds")
 
+    report = sub.add_parser("report", help="write LaTeX/Markdown/CSV tables and figures from the results store")
+    report.add_argument("--results", default="results")
+    report.add_argument("--out", default=None, help="output folder (default RESULTS/report)")
+    report.add_argument("--tables", default="all",
+                        help="'all', 'none' or main,cross-model,sweeps,pruning,time,reference")
+    report.add_argument("--plots", default="all", help="'all', 'none' or train-cost,condense-time,scalability,"
+                                                      "error-vs-condense,prune-tradeoff,pareto")
+    report.add_argument("--reference", default=None, help="folder of published numbers (default results/reference "
+                                                          "of the stbench checkout)")
+
     prep = sub.add_parser("prepare", help="convert a real dataset into the canonical folder format")
     prep.add_argument("name")
     prep.add_argument("--source", required=True, help="file or folder with the original data")
@@ -140,6 +150,14 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from stbench.report import PLOTS, TABLES, choose, write_report
+
+    write_report(args.results, args.out, choose(args.tables, TABLES, "table"), choose(args.plots, PLOTS, "plot"),
+                 args.reference)
+    return 0
+
+
 def cmd_prepare(args) -> int:
     from stbench.data.catalog import prepare_dataset
     from stbench.plugins import load_builtin
@@ -153,7 +171,8 @@ def cmd_prepare(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "prepare": cmd_prepare}[args.command](args)
+        commands = {"run": cmd_run, "list": cmd_list, "show": cmd_show, "report": cmd_report, "prepare": cmd_prepare}
+        return commands[args.command](args)
     except (UserError, UnknownName) as err:
         print(f"stbench: error: {err}", file=sys.stderr)
         return 2

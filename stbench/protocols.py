@@ -32,8 +32,10 @@ class CondensedSet:
     Coreset: ``indices`` (M',) training window ids and optionally ``locations`` (N',) original
     location ids. ``sample_weight`` (M',) and ``location_weight`` (N',) enter the training loss as
     given (the trainer's convention: loss = mean_i w_i * l_i, so weights should average 1).
-    ``hints`` carries training settings the method prescribes (e.g. ``location_subsets`` for
-    STemDist's Algorithm 2, a learned learning rate for MTT).
+    ``hints`` carries training settings the method prescribes: trainer fields (e.g.
+    ``location_subsets`` for STemDist's Algorithm 2, ``batch_size``, a learned ``lr`` for MTT) and
+    ``input_channels`` when the set feeds only some channels to the model (e.g. the target alone).
+    ``info`` holds diagnostics stored with the run (e.g. time per outer iteration, loss curves).
     """
     x: torch.Tensor | None = None
     y: torch.Tensor | None = None
@@ -42,6 +44,7 @@ class CondensedSet:
     sample_weight: torch.Tensor | None = None
     location_weight: torch.Tensor | None = None
     hints: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if (self.x is None) == (self.indices is None):

@@ -188,14 +188,25 @@ class Runner:
         )
 
     def _model_factory(self, name: str):
-        cls = MODELS.get(name)
         spec, series = self.grid.window, self.series
 
-        def build(num_locations: int, model_name: str | None = None):
-            chosen = cls if model_name is None else MODELS.get(model_name)
-            return chosen(num_locations, series.num_channels, len(series.data.targets),
-                          spec.input_len, spec.output_len).to(self.device)
+        def build(num_locations: int, model_name: str | None = None, in_channels: int | None = None):
+            cls = MODELS.get(model_name or name)
+            extra = {}
+            if getattr(cls, "uses_adjacency", False) and series.data.adj is not None \
+                    and num_locations == series.num_locations:   # e.g. Graph WaveNet's transition supports
+                extra["adjacency"] = series.data.adj
+            return cls(num_locations, in_channels or series.num_channels, len(series.data.targets),
+                       spec.input_len, spec.output_len, **extra).to(self.device)
         return build
+
+    def _eval_splits(self, input_channels: list[int] | None):
+        """Train/val/test windows and the evaluation encoder input, for a subset of input channels."""
+        if input_channels is None:
+            return self.train, self.val, self.test, self.eval_loc_input
+        series = self.series.with_inputs(input_channels)
+        train = series.split("train")
+        return train, series.split("val"), series.split("test"), train.location_input()
 
     def _run_cell(self, cell: Cell, config: dict, rid: str) -> dict:
         meter = Meter(self.device)
@@ -243,26 +254,30 @@ class Runner:
         ctx = self._context(cell, meter)
         cfg = train_config(self.grid.preset, self.spec.defaults, self.grid.train_overrides)
         n_train, n_loc = len(self.train), self.series.num_locations
+        condensed, input_channels = None, None
         if cell.method.kind == "static":
             condensed = self._condense(cell, config, ctx, record)
+            input_channels = condensed.hints.get("input_channels")
             cfg = dataclasses.replace(cfg, **{k: v for k, v in condensed.hints.items()
                                               if k in {f.name for f in dataclasses.fields(cfg)}})
             m, n = condensed.shape(self.train)
             record["budget_achieved"] = (m * n) / (n_train * n_loc)
+            record["condense_info"] = condensed.info
         else:
             m, n = n_train, n_loc
-        record["reduced_shape"] = [m, self.grid.window.input_len, n, self.series.num_channels]
+        train, val, test, eval_loc_input = self._eval_splits(input_channels)
+        record["reduced_shape"] = [m, self.grid.window.input_len, n, train.series.num_channels]
         if n < n_loc and not MODELS.get(cell.model).inductive:
             raise Incompatible(f"model {cell.model} is transductive and cannot train on {n} of {n_loc} "
                                "locations; use an inductive model such as mtgnn-le")
-        model = ctx.model_factory(n)
-        if cell.method.kind == "static":
-            source, schedule = cell.method.training_plan(condensed, self.train, model, ctx)
+        model = ctx.model_factory(n, in_channels=train.series.num_channels)
+        if condensed is not None:
+            source, schedule = cell.method.training_plan(condensed, train, model, ctx)
         else:
-            source, schedule = RealSource(self.train), cell.method
+            source, schedule = RealSource(train), cell.method
             cell.method.start(n_train, cell.budget, ctx)
         record["model_parameters"] = sum(p.numel() for p in model.parameters())
-        result = fit(model, source, schedule, cfg, self.val, self.test, self.eval_loc_input, ctx,
+        result = fit(model, source, schedule, cfg, val, test, eval_loc_input, ctx,
                      progress=_epoch_progress if self.progress else None)
         record["train_config"] = dataclasses.asdict(cfg)
         record["metrics"] = {"val": result.val, "test": result.test}
@@ -272,6 +287,12 @@ class Runner:
         record["location_sample_visits"] = record["sample_visits"] * n
         if cell.method.kind != "static":
             record["budget_achieved"] = sum(result.visits_per_epoch) / (cfg.epochs * n_train)
+            # retention over all epochs is budget_achieved; pruners that anneal report their pruned epochs
+            record["retention_nominal"] = cell.budget.ratio if cell.budget is not None else 1.0
+            record["retention_pruned_epochs"] = record["budget_achieved"]
+            report = getattr(cell.method, "report", None)
+            if report is not None:
+                record.update(report())
 
     def _condense(self, cell: Cell, config: dict, ctx: RunContext, record: dict):
         """Condense, or reuse the artifact of an identical earlier condensation (its cost is kept)."""

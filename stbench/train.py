@@ -6,7 +6,13 @@ loss convention is single: ``loss = mean_i(w_i * l_i)`` where ``l_i`` is sample 
 in normalised target units (MSE or MAE), weighted per location when the set carries location weights.
 With ``location_subsets = K > 1`` every batch is split into K random location subsets and the model
 takes one step per subset (STemDist Algorithm 2). Every ``eval_every`` epochs the model is scored on
-the full validation split with all original locations; the best checkpoint is tested at the end.
+the full validation split with all original locations; the best checkpoint (``select="best"``) or the
+final model (``select="last"``: no early stopping) is tested at the end.
+
+A schedule with ``wants_error_matrix = True`` (ST-Prune) is called as
+``update(ids, per_sample_loss, errors=E)`` with E (B, L_out, N) the detached absolute error of the
+training forward pass in normalised target units, averaged over the observed target channels and NaN
+where no channel is observed; every other schedule gets ``update(ids, per_sample_loss)``.
 """
 from __future__ import annotations
 
@@ -31,12 +37,14 @@ class TrainConfig:
     momentum: float = 0.9            # sgd only
     weight_decay: float = 0.0
     lr_schedule: str = "constant"    # constant | cosine (per epoch, so it does not depend on epoch length)
+    lr_min: float = 0.0              # cosine only: the learning rate reached at the last epoch
     loss: str = "mse"                # mse | mae, in normalised target units
     grad_clip: float | None = None
     eval_every: int = 5
     eval_batch_size: int = 64
     select_metric: str = "rel_rmse"
     location_subsets: int = 1
+    select: str = "best"             # best: the best validated checkpoint | last: the final model
 
 
 # --- training and evaluation -------------------------------------------------------------------
@@ -60,6 +68,14 @@ def per_sample_loss(pred, y, mask, location_weight, kind: str) -> torch.Tensor:
     return (err * m).sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3)).clamp(min=1)
 
 
+def error_matrix(pred, y, mask) -> torch.Tensor:
+    """Detached per-sample absolute error (B, L_out, N): mean over observed target channels, NaN if none."""
+    m = mask.to(pred.dtype)
+    count = m.sum(dim=3)
+    err = ((pred.detach() - y).abs() * m).sum(dim=3) / count.clamp(min=1)
+    return err.masked_fill(count == 0, float("nan"))
+
+
 def _optimizer(model, cfg: TrainConfig):
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -73,11 +89,16 @@ def _location_subsets(n: int, k: int, gen: torch.Generator, device) -> list[torc
     return [part for part in torch.tensor_split(perm, min(k, n)) if len(part)]
 
 
-def train_step(model, opt, source, ids, weights, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """One batch: a step per location subset; returns the batch's per-sample losses (mean over subsets)."""
+def train_step(model, opt, source, ids, weights, cfg: TrainConfig, gen: torch.Generator, errors: bool = False):
+    """One batch: a step per location subset; returns the batch's per-sample losses (mean over subsets).
+
+    With ``errors=True`` returns ``(losses, E)``, E the (B, L_out, N) ``error_matrix``; under location
+    subsets each location's errors come from the step on its own subset.
+    """
     x, y, mask = source.batch(ids)
     w = None if weights is None else torch.as_tensor(weights, device=x.device)
     losses = torch.zeros(len(ids), device=x.device)
+    err = torch.full(y.shape[:3], float("nan"), device=x.device) if errors else None
     subsets = _location_subsets(x.shape[2], cfg.location_subsets, gen, x.device)
     for subset in subsets:
         xs, ys, ms, li = x, y, mask, source.loc_input
@@ -85,7 +106,10 @@ def train_step(model, opt, source, ids, weights, cfg: TrainConfig, gen: torch.Ge
         if subset is not None:
             xs, ys, ms, li = x[:, :, subset], y[:, :, subset], mask[:, :, subset], li[subset]
             lw = None if lw is None else lw[subset]
-        sample_loss = per_sample_loss(model(xs, li), ys, ms, lw, cfg.loss)
+        pred = model(xs, li)
+        sample_loss = per_sample_loss(pred, ys, ms, lw, cfg.loss)
+        if err is not None:
+            err[:, :, slice(None) if subset is None else subset] = error_matrix(pred, ys, ms)
         loss = sample_loss.mean() if w is None else (w * sample_loss).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -93,7 +117,7 @@ def train_step(model, opt, source, ids, weights, cfg: TrainConfig, gen: torch.Ge
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         losses += sample_loss.detach() / len(subsets)
-    return losses
+    return losses if err is None else (losses, err)
 
 
 @torch.no_grad()
@@ -114,9 +138,11 @@ def evaluate(model, windows: WindowSet, loc_input: torch.Tensor, batch_size: int
 
 def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowSet,
         eval_loc_input: torch.Tensor, ctx: RunContext, progress=None) -> TrainResult:
-    """Train, select the best validation checkpoint, test it (phases ``train`` and ``evaluate``)."""
+    """Train, select the checkpoint (``cfg.select``), test it (phases ``train`` and ``evaluate``)."""
     opt = _optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs) if cfg.lr_schedule == "cosine" else None
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs, eta_min=cfg.lr_min)
+             if cfg.lr_schedule == "cosine" else None)
+    wants_errors = getattr(schedule, "wants_error_matrix", False)
     val_mean = target_mean(val.iter_batches(cfg.eval_batch_size))
     best = (math.inf, -1, None, None)   # score, epoch, state, val metrics
     result = TrainResult(best_epoch=-1, val={}, test={})
@@ -131,8 +157,13 @@ def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowS
             for begin in range(0, len(ids), cfg.batch_size):
                 batch_ids = ids[begin:begin + cfg.batch_size]
                 batch_w = None if weights is None else weights[begin:begin + cfg.batch_size]
-                losses = train_step(model, opt, source, batch_ids, batch_w, cfg, ctx.torch_generator)
-                schedule.update(batch_ids, losses)
+                if wants_errors:
+                    losses, errors = train_step(model, opt, source, batch_ids, batch_w, cfg, ctx.torch_generator,
+                                                errors=True)
+                    schedule.update(batch_ids, losses, errors=errors)
+                else:
+                    losses = train_step(model, opt, source, batch_ids, batch_w, cfg, ctx.torch_generator)
+                    schedule.update(batch_ids, losses)
                 result.optimizer_steps += max(1, min(cfg.location_subsets, source.loc_input.shape[0]))
             if sched is not None:
                 sched.step()
@@ -141,7 +172,7 @@ def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowS
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 scores = evaluate(model, val, eval_loc_input, cfg.eval_batch_size, val_mean)
                 result.val_history.append((epoch, scores[cfg.select_metric]))
-                if scores[cfg.select_metric] < best[0] or best[2] is None:
+                if cfg.select == "last" or scores[cfg.select_metric] < best[0] or best[2] is None:
                     best = (scores[cfg.select_metric], epoch, copy.deepcopy(model.state_dict()), scores)
             if progress:
                 progress(epoch + 1, cfg.epochs)

@@ -33,3 +33,25 @@ def shared_data() -> Path:
     if not root:
         pytest.skip("set STBENCH_SHARED_DATA=../shared/data to run the real-data tests")
     return Path(root)
+
+
+def make_context(series, seed: int = 0, preset: str = "smoke", defaults: dict | None = None):
+    """A RunContext over a Series, as the runner builds it (CPU, seeded)."""
+    import torch
+
+    from stbench.measure import Meter
+    from stbench.plugins import load_builtin
+    from stbench.protocols import RunContext
+    from stbench.registry import MODELS
+
+    load_builtin()
+    torch.manual_seed(seed)
+
+    def factory(num_locations, model_name=None, in_channels=None):
+        cls = MODELS.get(model_name or "mtgnn-le")
+        return cls(num_locations, in_channels or series.num_channels, len(series.data.targets),
+                   series.spec.input_len, series.spec.output_len)
+
+    return RunContext(seed=seed, device=torch.device("cpu"), rng=np.random.default_rng(seed),
+                      torch_generator=torch.Generator().manual_seed(seed), meter=Meter(), preset=preset,
+                      series=series, model_factory=factory, dataset_defaults=defaults or {"batch_size": 16})

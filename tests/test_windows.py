@@ -58,3 +58,12 @@ def test_location_input_is_the_mean_input_window(tiny):
     x = train.batch([1, 2, 3], torch.tensor([0, 3])).x
     torch.testing.assert_close(loc, x.mean(0).permute(1, 0, 2))
     assert loc.shape == (2, 12, 2)
+
+
+def test_input_channel_view_shares_data_and_selects_inputs(tiny):
+    series = Series(tiny, WindowSpec(12, 12))
+    view = series.with_inputs([1])
+    assert view.values is series.values and view.num_channels == 1 and series.num_channels == 2
+    full, only = series.split("train").batch([3]), view.split("train").batch([3])
+    torch.testing.assert_close(only.x[..., 0], full.x[..., 1])
+    torch.testing.assert_close(only.y, full.y)

@@ -6,6 +6,7 @@ in bulk, so memory stays proportional to the raw data.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +96,15 @@ class Series:
         self.mean = torch.as_tensor(self.scaler.mean, device=self.device)
         self.std = torch.as_tensor(self.scaler.std, device=self.device)
         self.mask_zeros = bool(data.meta.get("mask_zeros", True))
+        self.inputs: torch.Tensor | None = None   # input channels fed to models (None: all)
+        self.x_mean, self.x_std = self.mean, self.std
+
+    def with_inputs(self, channels: list[int]) -> "Series":
+        """The same series (no copy of the data) feeding only ``channels`` as model inputs."""
+        view = copy.copy(self)
+        view.inputs = torch.as_tensor(channels, device=self.device)
+        view.x_mean, view.x_std = self.mean[view.inputs], self.std[view.inputs]
+        return view
 
     @property
     def num_locations(self) -> int:
@@ -102,7 +112,8 @@ class Series:
 
     @property
     def num_channels(self) -> int:
-        return self.data.shape[2]
+        """Input channels fed to models."""
+        return self.data.shape[2] if self.inputs is None else len(self.inputs)
 
     def split(self, name: str) -> "WindowSet":
         return WindowSet(self, self.starts[name])
@@ -121,11 +132,15 @@ class Series:
             window = window[:, :, locations]
             observed = None if observed is None else observed[:, :, locations]
         x, y = window[:, :self.spec.input_len], window[:, self.spec.input_len:, :, self.targets]
-        x = (x - self.mean) / self.std
+        x_observed = None if observed is None else observed[:, :self.spec.input_len]
+        if self.inputs is not None:
+            x = x[..., self.inputs]
+            x_observed = None if x_observed is None else x_observed[..., self.inputs]
+        x = (x - self.x_mean) / self.x_std
         if observed is None:
             mask = torch.ones_like(y, dtype=torch.bool)
         else:
-            x = x.masked_fill(~observed[:, :self.spec.input_len], 0.0)
+            x = x.masked_fill(~x_observed, 0.0)
             mask = observed[:, self.spec.input_len:, :, self.targets]
         if self.mask_zeros:
             mask = mask & (y != 0)

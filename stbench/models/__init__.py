@@ -1,2 +1,2 @@
 """Forecasting backbones; importing this package registers them in ``stbench.registry.MODELS``."""
-from stbench.models import base, mlp, mtgnn  # noqa: F401  (imports register the models)
+from stbench.models import base, gwnet, mlp, mtgnn  # noqa: F401  (imports register the models)

@@ -1,0 +1,185 @@
+"""Records to a tidy DataFrame (one row per run) and mean/std/n per cell.
+
+Every column a table or plot needs is derived here, once: the effective temporal x spatial split,
+the number of location subsets K, the evaluation model's group (``mtgnn-le`` belongs to ``mtgnn``),
+a label that tells apart runs of one method with different parameters, and the costs of a run.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from stbench import UserError
+from stbench.budgets import Compression
+from stbench.results import ResultStore
+
+METRICS = ("rel_mae", "rel_rmse", "mae", "rmse", "mape")
+VALUES = METRICS + ("t_condense", "t_train", "t_total", "cost_s", "epoch_s", "peak_train_bytes", "achieved")
+K_PARAM = "subsets"                 # method parameter: number of location subsets K (else the trainer's)
+OUTER_PARAM = "outer_iterations"    # method parameter: condensation outer iterations (0: the preset's)
+DEFAULT_MODEL = "mtgnn"             # the papers' evaluation model, preferred for the main tables
+
+
+def load_frame(results_dir) -> pd.DataFrame:
+    """The store as a DataFrame; a missing, empty or unreadable store is a UserError."""
+    try:
+        records = ResultStore(results_dir).require_records()
+    except OSError as err:
+        raise UserError(f"cannot read the results store {results_dir}: {err.strerror or err}") from None
+    return runs_frame(records)
+
+
+def runs_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per run record, with the derived columns the report uses."""
+    rows = [_row(r) for r in records if r.get("dataset") and r.get("method")]
+    if not rows:
+        raise UserError("the results store holds no run with a dataset and a method")
+    df = pd.DataFrame(rows)
+    df["dataset_label"] = _dataset_labels(df)
+    df["variant"] = variants(df)
+    return df
+
+
+def _row(r: dict) -> dict:
+    budget = r.get("budget") or {}
+    test = (r.get("metrics") or {}).get("test") or {}
+    times = r.get("time_s") or {}
+    shape = list(r.get("dataset_shape") or [None, None, None])
+    params = r.get("method_params") or {}
+    temporal, spatial = _split(r, budget)
+    row = {
+        "run_id": r.get("run_id"), "dataset": r["dataset"], "method": r["method"],
+        "family": r.get("family") or "", "kind": r.get("method_kind") or "",
+        "params": json.dumps(params, sort_keys=True, default=str),
+        "params_wo_k": json.dumps({k: v for k, v in params.items() if k != K_PARAM}, sort_keys=True, default=str),
+        "model": r.get("model") or "",
+        "model_group": _model_group(r.get("model") or ""), "seed": r.get("seed"),
+        "status": r.get("status") or "failed", "error": r.get("error") or "", "preset": r.get("preset") or "",
+        "budget_kind": budget.get("kind", "full"), "ratio": budget.get("ratio", 1.0),
+        "budget_label": r.get("budget_label") or "full", "temporal": temporal, "spatial": spatial,
+        "explicit_split": budget.get("temporal") is not None,
+        "k": params.get(K_PARAM, (r.get("train_config") or {}).get("location_subsets")),
+        "outer_iterations": _positive(params.get(OUTER_PARAM)),
+        "windows": (r.get("split_windows") or {}).get("train"), "steps": shape[0],
+        "locations": shape[1], "features": shape[2] if len(shape) > 2 else None,
+        "shape": "x".join(str(s) for s in shape),
+    }
+    row.update({m: _number(test.get(m)) for m in METRICS})
+    row.update(_costs(r, times))
+    row["achieved"] = _number(r.get("budget_achieved"))
+    return row
+
+
+def _costs(r: dict, times: dict) -> dict:
+    epochs = [t for t in (r.get("epoch_time_s") or []) if t is not None]
+    cuda = (r.get("peak_cuda_bytes") or {}).get("train") or 0
+    rss = (r.get("peak_rss_bytes") or {}).get("train") or 0
+    condense, train = _number(times.get("condense")), _number(times.get("train"))
+    return {
+        "t_condense": condense, "t_train": train, "t_total": _number(times.get("total")),
+        "cost_s": float(np.nansum([condense, train])) if not math.isnan(train) else math.nan,
+        "epoch_s": float(np.mean(epochs)) if epochs else math.nan,
+        "peak_train_bytes": float(cuda or rss) if (cuda or rss) else math.nan,
+        "memory_kind": "GPU" if cuda else "RSS",
+    }
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def _positive(value):
+    """A count that is set (0 means "the preset's", which the record does not resolve)."""
+    return value if isinstance(value, (int, float)) and value > 0 else None
+
+
+def _model_group(model: str) -> str:
+    """A model and its location-encoder version (``-le``) form one group, as in the papers."""
+    return model.removesuffix("-le")
+
+
+def _split(r: dict, budget: dict) -> tuple[float, float]:
+    """(temporal, spatial) ratios: explicit, else the default split of a bi-dimensional set, else (rho, 1)."""
+    if budget.get("kind") != "compression":
+        return math.nan, math.nan
+    if budget.get("temporal") is not None:
+        return float(budget["temporal"]), float(budget["spatial"])
+    reduced, shape = r.get("reduced_shape"), r.get("dataset_shape")
+    if not reduced or not shape:
+        return math.nan, math.nan
+    if reduced[2] < shape[1]:
+        return Compression(budget["ratio"]).bidimensional_split()
+    return float(budget["ratio"]), 1.0
+
+
+def _dataset_labels(df: pd.DataFrame) -> pd.Series:
+    """The dataset name, with its shape where one name was run at several sizes."""
+    sizes = df.groupby("dataset")["shape"].transform("nunique")
+    return df["dataset"].where(sizes <= 1, df["dataset"] + " (" + df["shape"] + ")")
+
+
+def variants(df: pd.DataFrame) -> pd.Series:
+    """The method name, plus the parameters that differ where one method ran with several settings in ``df``."""
+    labels = df["method"].copy()
+    for method, runs in df.groupby("method"):
+        settings = runs["params"].unique()
+        if len(settings) < 2:
+            continue
+        decoded = {s: json.loads(s) for s in settings}
+        keys = sorted({k for p in decoded.values() for k in p
+                       if len({json.dumps(q.get(k), sort_keys=True) for q in decoded.values()}) > 1})
+        for setting, params in decoded.items():
+            text = ", ".join(f"{k}={params.get(k)}" for k in keys)
+            labels[(df["method"] == method) & (df["params"] == setting)] = f"{method} ({text})"
+    return labels
+
+
+def default_split(df: pd.DataFrame) -> pd.Series:
+    """Runs of the method's default budget: no explicit split, or the explicit split equal to the default."""
+    if df.empty:
+        return pd.Series(dtype=bool)
+    return ~df["explicit_split"] | df.apply(_is_default, axis=1)
+
+
+def _is_default(r) -> bool:
+    if r["budget_kind"] != "compression" or not r["explicit_split"]:
+        return False
+    temporal, spatial = Compression(r["ratio"]).bidimensional_split()
+    return math.isclose(r["temporal"], temporal) and math.isclose(r["spatial"], spatial)
+
+
+def primary_model(df: pd.DataFrame) -> str:
+    """The model group the main tables use: the papers' MTGNN if present, else the most-run group."""
+    counts = df["model_group"].value_counts()
+    return min(counts.index, key=lambda g: (g != DEFAULT_MODEL, -counts[g], g))
+
+
+def aggregate(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per cell (``keys``): n_runs, n_ok, status, partial, and mean/std of every value over ok runs.
+
+    status is ``ok`` when any run succeeded, else ``oom`` if any ran out of memory, else ``failed`` or
+    ``incompatible``. The std needs two ok runs (NaN otherwise), as a sample std (ddof=1).
+    """
+    rows = []
+    for key, runs in df.groupby(keys, sort=True, dropna=False):
+        ok = runs[runs["status"] == "ok"]
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        row.update(n_runs=len(runs), n_ok=len(ok), status=_cell_status(runs["status"]),
+                   partial=0 < len(ok) < len(runs))
+        for value in VALUES:
+            column = ok[value].dropna()
+            row[f"{value}_mean"] = column.mean() if len(column) else math.nan
+            row[f"{value}_std"] = column.std(ddof=1) if len(column) > 1 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell_status(statuses: pd.Series) -> str:
+    found = set(statuses)
+    for status in ("ok", "oom", "failed", "incompatible"):
+        if status in found:
+            return status
+    return "failed"

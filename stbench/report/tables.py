@@ -1,0 +1,313 @@
+"""The report's tables, as pure functions of the runs DataFrame (``frame.runs_frame``).
+
+- ``main``: methods grouped by family x datasets x relative MAE/RMSE, one table per compression ratio
+  (STemDist Table III), with full-data training as "Original data".
+- ``cross-model``: the same with one block per evaluation model (STemDist Table IV).
+- ``sweeps``: datasets x temporal-spatial split, and datasets x number of subsets K, for every method
+  and ratio that was run with more than one value (STemDist Table V), relative RMSE.
+- ``pruning``: methods x datasets x retention ratios, one table per metric (MAPE, MAE, RMSE), with the
+  change against full-data training in % (ST-Prune Table 1); static methods enter at the compression
+  ratio equal to a retention ratio.
+- ``time``: test MAE/RMSE/MAPE beside the cost of a model, condensation + training seconds, and the
+  speed-up against full-data training (ST-Prune Table 2).
+
+Main, sweep, pruning and time tables use one evaluation model group (``frame.primary_model``) and the
+default budget split; runs with another split appear in the sweeps.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import pandas as pd
+
+from stbench.report.frame import aggregate, default_split, primary_model, variants
+from stbench.report.render import Cell, Column, Row, Table, legend, mark
+
+FAMILIES = {
+    "coreset": "Coreset selection", "distill": "General distillation", "timeseries": "Time-series distillation",
+    "stemdist-variant": "STemDist and variants", "stemdist": "STemDist and variants",
+    "pruning": "Dynamic pruning", "full": "Full data",
+}
+NAMES = {
+    "random": "Random", "kcenter": "K-Center", "herding": "Herding", "craig": "CRAIG", "dc": "DC", "dm": "DM",
+    "mtt": "MTT", "datm": "DATM", "idm": "IDM", "frepo": "Frepo", "condtsf": "CondTSF", "timedc": "TimeDC",
+    "stemdist": "STemDist", "stemdist-kcenter": "STemDist-K-Center", "stemdist-dc": "STemDist-DC",
+    "stemdist-mtt": "STemDist-MTT", "stemdist-condtsf": "STemDist-CondTSF", "stemdist-1feat": "STemDist (1 feat.)",
+    "stemdist-wo-g": "STemDist w/o G", "stemdist-wo-gc": "STemDist w/o G & C",
+    "full": "Original data", "stprune": "ST-Prune", "infobatch": "InfoBatch", "soft-random": "Soft Random",
+    "hard-random": "Hard Random", "epsilon-greedy": "ε-greedy", "ucb": "UCB",
+}
+LABELS = {"rel_mae": "Rel. MAE", "rel_rmse": "Rel. RMSE", "mae": "MAE", "rmse": "RMSE", "mape": "MAPE (%)",
+          "cost_s": "Time (s)", "speedup": "Speed-up"}
+RELATIVE = ("Relative MAE and RMSE on the test split: errors pooled over all test windows, horizons and "
+            "locations, divided by the deviations from the test-split mean (STemDist eq. 6); missing readings "
+            "(and zeros where they mean no reading) are masked.")
+ABSOLUTE = ("Test MAE and RMSE in data units and MAPE in %, pooled over all test windows, horizons and "
+            "locations; missing readings are masked.")
+SKIPPED = {
+    "main": "no run with a compression budget",
+    "cross-model": "at every compression ratio, all runs use one evaluation model",
+    "sweeps": "no method was run with several temporal-spatial splits or numbers of subsets K at one ratio",
+    "pruning": "no run with a retention budget",
+    "time": "no run at a default budget split",
+}
+
+
+def display(variant: str, method: str) -> str:
+    """The paper's name of a method, with the parameter suffix of its variant."""
+    return NAMES.get(method, method) + variant[len(method):]
+
+
+def pct(ratio: float) -> str:
+    return f"{100 * ratio:g}%"
+
+
+def slug(ratio: float) -> str:
+    return f"{100 * ratio:g}".replace(".", "p") + "pct"
+
+
+def _selected(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs of the primary model group at their method's default budget split."""
+    return df[(df["model_group"] == primary_model(df)) & default_split(df)]
+
+
+def _labelled(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs with variant labels naming only the parameters that differ within them."""
+    return runs.assign(variant=variants(runs))
+
+
+def _cell(rec: dict, value: str) -> Cell:
+    return Cell(mean=rec[f"{value}_mean"], std=rec[f"{value}_std"], n=int(rec["n_ok"]), status=rec["status"],
+                partial=bool(rec["partial"]))
+
+
+def _family_rank(family: str) -> int:
+    order = list(FAMILIES)
+    return order.index(family) if family in order else len(order)
+
+
+def _family_groups(items: list[tuple[str, tuple, Row]]) -> list[tuple[str, list[Row]]]:
+    """(family, sort key, row) items to row groups in family order; unknown families go last."""
+    groups: list[tuple[str, list[Row]]] = []
+    for family, _, row in sorted(items, key=lambda item: (_family_rank(item[0]), item[0], item[1])):
+        name = FAMILIES.get(family, family or "Other")
+        if groups and groups[-1][0] == name:
+            groups[-1][1].append(row)
+        else:
+            groups.append((name, [row]))
+    return groups
+
+
+def _method_rows(agg: pd.DataFrame, cells_of) -> list[tuple[str, list[Row]]]:
+    """One row per method variant, grouped by family; ``cells_of(rec)`` gives the row's cells."""
+    rows: dict[str, tuple] = {}
+    for rec in agg.to_dict("records"):
+        variant = rec["variant"]
+        if variant not in rows:
+            row = Row(variant, display(variant, rec["method"]), ranked=rec["family"] != "full")
+            rows[variant] = (rec["family"], (variant,), row)
+        rows[variant][2].cells.update(cells_of(rec))
+    return _family_groups(list(rows.values()))
+
+
+def _comparison(runs: pd.DataFrame, datasets: list[str]) -> tuple[list[Column], list]:
+    """Columns dataset x (relative MAE, relative RMSE) and method rows grouped by family."""
+    metrics = ("rel_mae", "rel_rmse")
+    columns = [Column((d, m), d, LABELS[m]) for d in datasets for m in metrics]
+    agg = aggregate(runs, ["family", "method", "variant", "dataset_label"])
+    groups = _method_rows(agg, lambda rec: {(rec["dataset_label"], m): _cell(rec, m) for m in metrics})
+    return columns, groups
+
+
+def _runs_text(table: Table) -> str:
+    counts = sorted({table.cell(r, c).n for r in table.rows() for c in table.columns
+                     if table.cell(r, c).status == "ok"})
+    if not counts:
+        return "No run finished"
+    if counts[-1] == 1:
+        return "One run (seed) per cell, so no std"
+    span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"Mean ± std over {span} runs (seeds) per cell; std omitted for a single run"
+
+
+def _finish(table: Table, runs: pd.DataFrame, lead: str, ranking: str) -> Table:
+    """Rank the cells and write the caption: metric protocol, budget, model, runs, marks, symbols."""
+    mark(table)
+    models = ", ".join(sorted(runs["model"].unique()))
+    parts = [lead, f"Evaluation model: {models}.", _runs_text(table) + ".", ranking, legend(table)]
+    table.caption = " ".join(p for p in parts if p)
+    return table
+
+
+COLUMN_MARKS = "Best per column in bold, second best underlined (lower is better; Original data not ranked)."
+
+
+def main_tables(df: pd.DataFrame) -> list[Table]:
+    sel = _selected(df)
+    comp, full = sel[sel["budget_kind"] == "compression"], sel[sel["budget_kind"] == "full"]
+    tables = []
+    for ratio in sorted(comp["ratio"].unique()):
+        runs = _labelled(pd.concat([comp[comp["ratio"] == ratio], full]))
+        columns, groups = _comparison(runs, sorted(runs["dataset_label"].unique()))
+        table = Table(f"main_{slug(ratio)}", f"Main comparison at a compression ratio of {pct(ratio)}", "",
+                      "Method", columns, groups)
+        lead = (f"{RELATIVE} Training data reduced to {pct(ratio)} of the training windows × locations "
+                "(bi-dimensional methods at their default temporal × spatial split); Original data: all of it.")
+        tables.append(_finish(table, runs, lead, COLUMN_MARKS))
+    return tables
+
+
+def cross_model_tables(df: pd.DataFrame) -> list[Table]:
+    sel = df[default_split(df)]
+    comp, full = sel[sel["budget_kind"] == "compression"], sel[sel["budget_kind"] == "full"]
+    tables = []
+    for ratio in sorted(comp["ratio"].unique()):
+        at_ratio = comp[comp["ratio"] == ratio]
+        if at_ratio["model_group"].nunique() < 2:
+            continue
+        runs = _labelled(pd.concat([at_ratio, full[full["model_group"].isin(at_ratio["model_group"])]]))
+        datasets = sorted(runs["dataset_label"].unique())
+        blocks = []
+        for _, block in runs.groupby("model_group"):
+            columns, families = _comparison(block, datasets)
+            blocks.append((" / ".join(sorted(block["model"].unique())), [r for _, rows in families for r in rows]))
+        table = Table(f"cross-model_{slug(ratio)}", f"Cross-model comparison at a compression ratio of {pct(ratio)}",
+                      "", "Method", columns, blocks, rank_scope="group")
+        lead = f"{RELATIVE} One block per evaluation model, training data reduced to {pct(ratio)}."
+        tables.append(_finish(table, runs, lead, COLUMN_MARKS.replace("per column", "per column and model")))
+    return tables
+
+
+def sweep_tables(df: pd.DataFrame) -> list[Table]:
+    sel = df[df["model_group"] == primary_model(df)]
+    comp = sel[(sel["budget_kind"] == "compression") & sel["temporal"].notna()]
+    comp = comp.assign(split=list(zip(comp["temporal"], comp["spatial"])))
+    tables = []
+    for (method, _, ratio), runs in comp.groupby(["method", "params", "ratio"]):
+        runs = _swept(runs, "split")
+        if not runs.empty:
+            columns = [Column(s, "Temporal-spatial split", f"({pct(s[0])}, {pct(s[1])})")
+                       for s in sorted(runs["split"].unique())]
+            tables.append(_sweep(runs, method, ratio, "split", columns, f"K = {_values(runs['k'])}"))
+    for (method, _, ratio, split), runs in comp.groupby(["method", "params_wo_k", "ratio", "split"]):
+        runs = _swept(runs.dropna(subset=["k"]), "k")
+        if not runs.empty:
+            columns = [Column(k, "Number of subsets K", f"{k:g}") for k in sorted(runs["k"].unique())]
+            tables.append(_sweep(runs.assign(swept=runs["k"]), method, ratio, "k", columns,
+                                 f"split {pct(split[0])} × {pct(split[1])}"))
+    return tables
+
+
+def _swept(runs: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The runs of datasets where ``column`` takes two or more values, with that value as ``swept``."""
+    runs = runs[runs.groupby("dataset_label")[column].transform("nunique") > 1]
+    return runs.assign(swept=runs[column])
+
+
+def _values(series: pd.Series) -> str:
+    return ", ".join(f"{v:g}" for v in sorted(series.dropna().unique())) or "n/a"
+
+
+def _sweep(runs: pd.DataFrame, method: str, ratio: float, kind: str, columns: list[Column], fixed: str) -> Table:
+    """Datasets x swept values (column ``swept``) of relative RMSE, with an average row over datasets."""
+    agg = aggregate(runs, ["dataset_label", "swept"])
+    rows = {d: Row(d, d) for d in sorted(agg["dataset_label"].unique())}
+    for rec in agg.to_dict("records"):
+        rows[rec["dataset_label"]].cells[rec["swept"]] = _cell(rec, "rel_rmse")
+    groups = [("", list(rows.values()))]
+    if len(rows) > 1:
+        groups.append(("", [_average_row(list(rows.values()), columns)]))
+    what = {"split": "temporal × spatial split (M_S/M_T, N_S/N_T)", "k": "number of location subsets K"}[kind]
+    name = NAMES.get(method, method)
+    table = Table(f"sweep-{kind}_{method}_{slug(ratio)}", f"{name}: effect of the {what.split(' (')[0]}", "",
+                  "Dataset", columns, groups, rank_scope="row")
+    lead = (f"Relative RMSE (STemDist eq. 6, test split, missing readings masked) of {name} at a total "
+            f"compression ratio of {pct(ratio)} for each {what}; {fixed}.")
+    lead += " Avg.: mean over datasets." if len(rows) > 1 else ""
+    return _finish(table, runs, lead, "Best per row in bold, second best underlined (lower is better).")
+
+
+def _average_row(rows: list[Row], columns: list[Column]) -> Row:
+    avg = Row("avg", "Avg.")
+    for col in columns:
+        cells = [row.cells.get(col.key, Cell()) for row in rows]
+        if all(c.status == "ok" and math.isfinite(c.mean) for c in cells):
+            avg.cells[col.key] = Cell(mean=sum(c.mean for c in cells) / len(cells), n=1, status="ok")
+    return avg
+
+
+def pruning_tables(df: pd.DataFrame) -> list[Table]:
+    sel = _selected(df)
+    dynamic = sel[sel["budget_kind"] == "retention"]
+    if dynamic.empty:
+        return []
+    ratios = sorted(dynamic["ratio"].unique())
+    static = sel[(sel["budget_kind"] == "compression") & sel["ratio"].isin(ratios)]
+    full = sel[sel["budget_kind"] == "full"]
+    runs = _labelled(pd.concat([static, dynamic]))
+    datasets = sorted(pd.concat([runs, full])["dataset_label"].unique())
+    full_agg = {rec["dataset_label"]: rec for rec in aggregate(full, ["dataset_label"]).to_dict("records")}
+    agg = aggregate(runs, ["family", "method", "variant", "dataset_label", "ratio"])
+    tables = []
+    for metric in ("mape", "mae", "rmse"):
+        columns = [Column((d, r), d, pct(r), decimals=2) for d in datasets for r in ratios]
+        groups = _method_rows(agg, partial(_pruning_cells, metric=metric, full_agg=full_agg))
+        if full_agg:
+            row = Row("full", NAMES["full"], ranked=False)
+            row.cells = {(d, r): _cell(full_agg[d], metric) for d in full_agg for r in ratios}
+            groups.append((FAMILIES["full"], [row]))
+        table = Table(f"pruning_{metric}", f"Pruning: {LABELS[metric]} at retention ratios "
+                      f"{', '.join(pct(r) for r in ratios)}", "", "Method", columns, groups)
+        lead = (f"{ABSOLUTE} Retention ratio r: sample visits / (epochs × training windows); static methods keep "
+                "r of the training data. In parentheses: change against full-data training in % (positive: "
+                "higher error)" + ("" if full_agg else "; no full-data run, so no change") + ".")
+        tables.append(_finish(table, pd.concat([runs, full]), lead, COLUMN_MARKS))
+    return tables
+
+
+def _pruning_cells(rec: dict, metric: str, full_agg: dict) -> dict:
+    """The cell of one (dataset, ratio), with its change in % against full-data training."""
+    cell = _cell(rec, metric)
+    base = full_agg.get(rec["dataset_label"], {}).get(f"{metric}_mean", math.nan)
+    if math.isfinite(base) and base != 0:
+        cell.change = 100 * (cell.mean - base) / base
+    return {(rec["dataset_label"], rec["ratio"]): cell}
+
+
+def time_tables(df: pd.DataFrame) -> list[Table]:
+    sel = _labelled(_selected(df))
+    if sel.empty:
+        return []
+    datasets = sorted(sel["dataset_label"].unique())
+    columns = [Column((d, m), d, LABELS[m], decimals=2, better=None if m == "speedup" else "lower")
+               for d in datasets for m in ("mae", "rmse", "mape", "cost_s", "speedup")]
+    agg = aggregate(sel, ["family", "method", "variant", "budget_kind", "ratio", "budget_label", "dataset_label"])
+    full_cost = {rec["dataset_label"]: rec["cost_s_mean"] for rec in agg.to_dict("records") if rec["family"] == "full"}
+    rows: dict[tuple, tuple] = {}
+    for rec in agg.to_dict("records"):
+        key = (rec["variant"], rec["budget_label"])
+        if key not in rows:
+            is_full = rec["budget_kind"] == "full"
+            label = display(rec["variant"], rec["method"]) + ("" if is_full else f", {rec['budget_label']}")
+            row = Row(" @ ".join(key), label, ranked=not is_full)
+            rows[key] = (rec["family"], (rec["variant"], rec["budget_kind"], rec["ratio"]), row)
+        cells = {(rec["dataset_label"], m): _cell(rec, m) for m in ("mae", "rmse", "mape", "cost_s")}
+        cells[(rec["dataset_label"], "speedup")] = _speedup(rec, full_cost.get(rec["dataset_label"], math.nan))
+        rows[key][2].cells.update(cells)
+    table = Table("time", "Accuracy and training cost", "", "Method, budget", columns,
+                  _family_groups(list(rows.values())))
+    lead = (f"{ABSOLUTE} Time: wall-clock seconds to obtain the model, condensation + training; speed-up: "
+            "full-data time / time.")
+    return [_finish(table, sel, lead, COLUMN_MARKS.replace("column", "error or time column"))]
+
+
+def _speedup(rec: dict, full_cost: float) -> Cell:
+    cost = rec["cost_s_mean"]
+    ok = rec["status"] == "ok" and math.isfinite(full_cost) and math.isfinite(cost) and cost > 0
+    status = "missing" if rec["status"] == "ok" and not ok else rec["status"]
+    return Cell(mean=full_cost / cost if ok else math.nan, n=int(rec["n_ok"]), status=status)
+
+
+BUILDERS = {"main": main_tables, "cross-model": cross_model_tables, "sweeps": sweep_tables,
+            "pruning": pruning_tables, "time": time_tables}
