@@ -12,7 +12,7 @@ from methods.stemdist import STemDist, STemDistSingleFeature, STemDistWithoutGC,
 from stbench.budgets import Compression
 from stbench.data.windows import Series, WindowSpec
 
-from .conftest import make_context, tiny_data
+from conftest import make_context, tiny_data
 
 
 @pytest.fixture
