@@ -275,7 +275,8 @@ class Runner:
             source, schedule = cell.method.training_plan(condensed, train, model, ctx)
         else:
             source, schedule = RealSource(train), cell.method
-            cell.method.start(n_train, cell.budget, ctx)
+            with ctx.meter.phase("condense"):  # a pruner's own set-up (e.g. ST-Prune's stationarity pass)
+                cell.method.start(n_train, cell.budget, ctx)
         record["model_parameters"] = sum(p.numel() for p in model.parameters())
         result = fit(model, source, schedule, cfg, val, test, eval_loc_input, ctx,
                      progress=_epoch_progress if self.progress else None)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_data
 
-from baselines.coreset.craig import facility_location, last_layer_gradients, Similarity
+from baselines.coreset.craig import Similarity, facility_location, last_layer_gradients
 from baselines.coreset.features import location_features, window_features
 from baselines.coreset.herding import herding
 from baselines.coreset.kcenter import kcenter_greedy
@@ -19,7 +20,6 @@ from stbench.registry import METHODS, MODELS
 from stbench.results import ResultStore
 from stbench.sources import RealSource
 from stbench.train import per_sample_loss
-from conftest import tiny_data
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,7 @@ def test_same_seed_same_selection_and_exact_budget(series, name):
     if first.sample_weight is not None:
         torch.testing.assert_close(first.sample_weight, second.sample_weight)
         assert float(first.sample_weight.mean()) == pytest.approx(1.0)
+        assert sum(first.info["gamma"]) == len(train)
 
 
 def test_craig_reselects_with_the_model_being_trained(series):
@@ -133,6 +134,7 @@ def test_craig_reselects_with_the_model_being_trained(series):
     _, schedule = method.training_plan(condensed, train, model, ctx)
     ids, weights = schedule.epoch(0, 4)
     np.testing.assert_array_equal(ids, condensed.indices)
+    np.testing.assert_allclose(weights, condensed.sample_weight.numpy())
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=ctx.torch_generator))
@@ -156,4 +158,6 @@ def test_coresets_run_through_the_harness(tmp_path):
         assert r["reduced_shape"][0] == m and r["reduced_shape"][2] == n
         assert r["model"] == ("mtgnn-le" if bidim else "mtgnn") and r["time_s"]["condense"] > 0
     assert records["stemdist-kcenter"]["reduced_shape"][2] < 12
-    assert records["craig"]["visits_per_epoch"] == [records["craig"]["reduced_shape"][0]] * 2
+    craig = records["craig"]
+    assert craig["visits_per_epoch"] == [craig["reduced_shape"][0]] * 2
+    assert sum(craig["condense_info"]["gamma"]) == craig["split_windows"]["train"]

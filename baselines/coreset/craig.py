@@ -13,14 +13,15 @@
   being trained (CRAIG re-selects during training; the reference's ``-c 10``); 0 keeps the first set.
 
 Weights are the counts scaled to mean 1 for the trainer's loss = mean_i w_i l_i, as the reference
-normalises them to sum to the budget: raw count gamma_j = sample_weight_j * M / k.
+normalises them to sum to the budget; the raw counts gamma and the split of the condense time into
+warm-up and selection are kept in ``CondensedSet.info`` (the run record's ``condense_info``).
 """
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from stbench.train import TrainConfig, per_sample_loss, train_step
 SIMILARITIES = ("euclidean", "cosine")
 BLOCK_FLOATS = 1 << 24   # a (rows x M) similarity block holds at most 16M floats (64 MB)
 WARMUP_LR = 1e-3
+LAZY_CANDIDATES = 64   # stale heap entries re-evaluated together (an M x 64 similarity block)
 
 
 # --- gradient proxies ----------------------------------------------------------------------------
@@ -154,13 +156,38 @@ def _row_blocks(m: int, cols: int):
     return (slice(b, min(b + step, m)) for b in range(0, m, step))
 
 
-def facility_location(grads: torch.Tensor, k: int, similarity: str = "euclidean") -> tuple[torch.Tensor, torch.Tensor]:
-    """(picks in greedy order, gamma counts) maximising sum_i max_{j in S} s_ij with lazy greedy.
+def _lazy_greedy(sim: Similarity, gains: list[float], k: int, device) -> list[int]:
+    """Greedy picks with lazy evaluation (Minoux 1978): a max-heap of stale gains, which bound the fresh
+    ones by submodularity. The top LAZY_CANDIDATES entries are re-evaluated together (one M x 64
+    similarity block, fewer columns when that would pass BLOCK_FLOATS); the best fresh gain is taken
+    when it beats every stale bound left (ties: lowest id), and the others go back with fresh gains.
+    """
+    heap = [(-gain, j) for j, gain in enumerate(gains)]
+    heapq.heapify(heap)
+    best = torch.zeros(len(gains), device=device)   # max_{j in S} s_ij, 0 for the empty set
+    width = max(1, min(LAZY_CANDIDATES, BLOCK_FLOATS // len(gains)))
+    picks = []
+    while len(picks) < k:
+        batch = [heapq.heappop(heap)[1] for _ in range(min(width, len(heap)))]
+        columns = sim(slice(None), batch)
+        fresh = (columns - best[:, None]).clamp_min(0).sum(dim=0, dtype=torch.float64).tolist()
+        top = max(range(len(batch)), key=lambda i: (fresh[i], -batch[i]))
+        taken = None
+        if not heap or fresh[top] >= -heap[0][0]:
+            taken = batch[top]
+            picks.append(taken)
+            best = torch.maximum(best, columns[:, top])
+        for gain, j in zip(fresh, batch):
+            if j != taken:
+                heapq.heappush(heap, (-gain, j))
+    return picks
 
-    A max-heap holds stale marginal gains (upper bounds, by submodularity); the top is re-evaluated with
-    one similarity column and taken if it still beats the next bound. Memory beyond ``grads`` is O(M)
-    plus one block of at most BLOCK_FLOATS similarities (the initial column sums and the final
-    assignment stream over row blocks).
+
+def facility_location(grads: torch.Tensor, k: int, similarity: str = "euclidean") -> tuple[torch.Tensor, torch.Tensor]:
+    """(picks in greedy order, gamma counts) maximising F(S) = sum_i max_{j in S} s_ij greedily.
+
+    Memory beyond ``grads`` is O(M) plus one block of at most BLOCK_FLOATS similarities (64 MB): the
+    initial gains (column sums), the lazy re-evaluations and the final assignment go block by block.
     """
     m = grads.shape[0]
     if not 1 <= k <= m:
@@ -169,20 +196,7 @@ def facility_location(grads: torch.Tensor, k: int, similarity: str = "euclidean"
     sums = torch.zeros(m, dtype=torch.float64, device=grads.device)
     for rows in _row_blocks(m, m):
         sums += sim(rows, slice(None)).sum(dim=0, dtype=torch.float64)
-    heap = [(-gain, j) for j, gain in enumerate(sums.tolist())]
-    heapq.heapify(heap)
-    best = torch.zeros(m, device=grads.device)   # max_{j in S} s_ij, 0 for the empty set
-    picks = []
-    while len(picks) < k:
-        _, j = heapq.heappop(heap)
-        column = sim(slice(None), [j])[:, 0]
-        gain = float((column - best).clamp_min(0).sum(dtype=torch.float64))
-        if not heap or gain >= -heap[0][0]:
-            picks.append(j)
-            best = torch.maximum(best, column)
-        else:
-            heapq.heappush(heap, (-gain, j))
-    chosen = torch.tensor(picks, dtype=torch.long, device=grads.device)
+    chosen = torch.tensor(_lazy_greedy(sim, sums.tolist(), k, grads.device), dtype=torch.long, device=grads.device)
     counts = torch.zeros(k, dtype=torch.long, device=grads.device)
     for rows in _row_blocks(m, k):
         counts += torch.bincount(sim(rows, chosen).argmax(dim=1), minlength=k)
@@ -190,6 +204,11 @@ def facility_location(grads: torch.Tensor, k: int, similarity: str = "euclidean"
 
 
 # --- the method ----------------------------------------------------------------------------------
+
+def _mean_one(counts: np.ndarray, num_windows: int) -> np.ndarray:
+    """gamma scaled to mean 1 over the k picks (the counts sum to M): gamma * k / M."""
+    return (counts * (len(counts) / num_windows)).astype(np.float32)
+
 
 class OnlineSelection:
     """Schedule: the current CRAIG set and weights every epoch, re-selected every ``every`` epochs."""
@@ -223,12 +242,12 @@ class Craig(Condenser):
             if min(self.warmup_epochs, self.reselect_every) < 0 or min(self.warmup_batch, self.grad_batch) < 1:
                 raise UserError("craig: warmup_epochs and reselect_every must be >= 0, batch sizes >= 1")
 
-    def _select(self, model, source: RealSource, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(window ids, weights of mean 1) picked with ``model``'s current last-layer gradients."""
+    def _select(self, model, source: RealSource, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(window ids, weights of mean 1, raw counts gamma) from ``model``'s last-layer gradients."""
         grads = last_layer_gradients(model, source, self.params.grad_batch)
         chosen, counts = facility_location(grads, k, self.params.similarity)
-        weights = counts.to(torch.float32) * k / len(source)
-        return chosen.cpu().numpy(), weights.cpu().numpy()
+        counts = counts.cpu().numpy()
+        return chosen.cpu().numpy(), _mean_one(counts, len(source)), counts
 
     def _warm_up(self, model, source: RealSource, ctx) -> None:
         """``warmup_epochs`` of full-data training (Adam, lr 1e-3) with the trainer's step."""
@@ -241,12 +260,16 @@ class Craig(Condenser):
                 train_step(model, opt, source, order[begin:begin + cfg.batch_size], None, cfg, ctx.torch_generator)
 
     def condense(self, train, budget, ctx) -> CondensedSet:
+        """Warm-up, then the first selection; ``info`` keeps the raw counts gamma and both times."""
         k, _ = budget.sizes(len(train), train.series.num_locations, bidimensional=False)
         source = RealSource(train)
         model = ctx.model_factory(train.series.num_locations)
+        start = ctx.meter.clock()
         self._warm_up(model, source, ctx)
-        ids, weights = self._select(model, source, k)
-        return CondensedSet(indices=ids, sample_weight=torch.from_numpy(weights))
+        warmed = ctx.meter.clock()
+        ids, weights, counts = self._select(model, source, k)
+        info = {"gamma": counts.tolist(), "warmup_s": warmed - start, "select_s": ctx.meter.clock() - warmed}
+        return CondensedSet(indices=ids, sample_weight=torch.from_numpy(weights), info=info)
 
     def training_plan(self, condensed, train, model, ctx):
         """All real windows as the source; the schedule serves the CRAIG set and re-selects online."""
@@ -254,5 +277,5 @@ class Craig(Condenser):
         weights = np.asarray(torch.as_tensor(condensed.sample_weight).cpu(), dtype=np.float32)
         k = len(condensed.indices)
         schedule = OnlineSelection(np.asarray(condensed.indices), weights, self.params.reselect_every,
-                                   lambda: self._select(model, source, k))
+                                   lambda: self._select(model, source, k)[:2])
         return source, schedule
