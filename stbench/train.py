@@ -138,7 +138,11 @@ def evaluate(model, windows: WindowSet, loc_input: torch.Tensor, batch_size: int
 
 def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowSet,
         eval_loc_input: torch.Tensor, ctx: RunContext, progress=None) -> TrainResult:
-    """Train, select the checkpoint (``cfg.select``), test it (phases ``train`` and ``evaluate``)."""
+    """Train, select the checkpoint (``cfg.select``), test it.
+
+    Phases: ``train`` (the training epochs only, so its time and peak memory are those of training),
+    ``validate`` (the periodic passes over the full validation split) and ``evaluate`` (the test pass).
+    """
     opt = _optimizer(model, cfg)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs, eta_min=cfg.lr_min)
              if cfg.lr_schedule == "cosine" else None)
@@ -147,8 +151,8 @@ def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowS
     best = (math.inf, -1, None, None)   # score, epoch, state, val metrics
     result = TrainResult(best_epoch=-1, val={}, test={})
     model.train()
-    with ctx.meter.phase("train"):
-        for epoch in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
+        with ctx.meter.phase("train"):
             start = ctx.meter.clock()
             ids, weights = schedule.epoch(epoch, cfg.epochs)
             order = ctx.rng.permutation(len(ids))
@@ -169,13 +173,14 @@ def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowS
                 sched.step()
             result.epoch_times.append(ctx.meter.clock() - start)
             result.visits_per_epoch.append(len(ids))
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            with ctx.meter.phase("validate"):
                 scores = evaluate(model, val, eval_loc_input, cfg.eval_batch_size, val_mean)
-                result.val_history.append((epoch, scores[cfg.select_metric]))
-                if cfg.select == "last" or scores[cfg.select_metric] < best[0] or best[2] is None:
-                    best = (scores[cfg.select_metric], epoch, copy.deepcopy(model.state_dict()), scores)
-            if progress:
-                progress(epoch + 1, cfg.epochs)
+            result.val_history.append((epoch, scores[cfg.select_metric]))
+            if cfg.select == "last" or scores[cfg.select_metric] < best[0] or best[2] is None:
+                best = (scores[cfg.select_metric], epoch, copy.deepcopy(model.state_dict()), scores)
+        if progress:
+            progress(epoch + 1, cfg.epochs)
     _, result.best_epoch, state, result.val = best
     model.load_state_dict(state)
     with ctx.meter.phase("evaluate"):
