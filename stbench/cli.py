@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", default="0", help="comma-separated seeds")
     run.add_argument("--model", default="auto", help="evaluation model; auto: mtgnn, or mtgnn-le for "
                                                      "bi-dimensional sets")
-    run.add_argument("--preset", default="smoke", help="smoke | quick | paper")
+    run.add_argument("--preset", default="smoke", help="smoke | quick | paper | stprune")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda")
     run.add_argument("--data-dir", default=None, help="prepared datasets (default $STBENCH_DATA or ./stbench-data)")
     run.add_argument("--results", default="results", help="results store folder")

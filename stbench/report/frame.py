@@ -19,7 +19,7 @@ from stbench.results import ResultStore
 METRICS = ("rel_mae", "rel_rmse", "mae", "rmse", "mape")
 VALUES = METRICS + ("t_condense", "t_train", "t_total", "cost_s", "epoch_s", "peak_train_bytes", "achieved")
 K_PARAM = "subsets"                 # method parameter: number of location subsets K (else the trainer's)
-OUTER_PARAM = "outer_iterations"    # method parameter: condensation outer iterations (0: the preset's)
+OUTER_PARAM = "outer_iterations"    # method parameter (0: the preset's); condense_info.loops.outer is the run's
 DEFAULT_MODEL = "mtgnn"             # the papers' evaluation model, preferred for the main tables
 
 
@@ -62,7 +62,8 @@ def _row(r: dict) -> dict:
         "budget_label": r.get("budget_label") or "full", "temporal": temporal, "spatial": spatial,
         "explicit_split": budget.get("temporal") is not None,
         "k": params.get(K_PARAM, (r.get("train_config") or {}).get("location_subsets")),
-        "outer_iterations": _positive(params.get(OUTER_PARAM)),
+        "outer_iterations": _positive(((r.get("condense_info") or {}).get("loops") or {}).get("outer")
+                                      or params.get(OUTER_PARAM)),
         "windows": (r.get("split_windows") or {}).get("train"), "steps": shape[0],
         "locations": shape[1], "features": shape[2] if len(shape) > 2 else None,
         "shape": "x".join(str(s) for s in shape),
