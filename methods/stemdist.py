@@ -34,15 +34,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from baselines.distill.matching import layerwise_cosine_distance
+from baselines.distill.matching import layerwise_cosine_distance, loop_sizes
 from methods.location_clustering import ClusteredData, cluster_locations, random_locations
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
 from stbench.sources import SyntheticSource
 from stbench.train import TrainConfig, per_sample_loss, train_step
-
-# (T_outer, T_distill, T_model) per preset; paper T_outer: 200 for GBA/GLA, 100 otherwise (Sec. V-A).
-PRESET_LOOPS = {"smoke": (1, 2, 1), "quick": (5, 20, 10), "paper": (0, 20, 10)}
 
 
 def partition(n: int, k: int, gen: torch.Generator, device) -> list[torch.Tensor]:
@@ -94,14 +91,6 @@ class STemDist(Condenser):
         matching_dropout: bool = True  # surrogate in training mode while matching (reference)
         include_1d: bool = False       # 1-D parameters in the gradient distance
 
-    # -- the loop sizes ---------------------------------------------------------------------------
-    def loops(self, ctx) -> tuple[int, int, int]:
-        outer, distill, model = PRESET_LOOPS.get(ctx.preset, PRESET_LOOPS["quick"])
-        if outer == 0:
-            outer = 200 if ctx.dataset_defaults.get("paper_epochs", 100) >= 400 else 100
-        p = self.params
-        return p.outer_iterations or outer, p.distill_iterations or distill, p.model_epochs or model
-
     # -- Algorithm 1 ------------------------------------------------------------------------------
     def condense(self, train, budget, ctx) -> CondensedSet:
         p = self.params
@@ -117,7 +106,7 @@ class STemDist(Condenser):
         x0, y0, _ = clustered.gather(init)                                 # line 3
         x_s, y_s = x0.clone().requires_grad_(True), y0.clone().requires_grad_(True)
         opt_syn = SubsetAdam([x_s, y_s], n_s, p.lr_data)
-        outer, distill, model_epochs = self.loops(ctx)
+        outer, distill, model_epochs = loop_sizes(self.params, ctx)
         batch = min(p.batch_size or ctx.dataset_defaults.get("batch_size", 64), clustered.num_windows)
         info = {"clustering_s": clustering_s, "outer_iteration_s": [], "matching_loss": [],
                 "loops": {"outer": outer, "distill": distill, "model_epochs": model_epochs, "batch": batch}}

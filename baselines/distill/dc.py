@@ -23,15 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from baselines.distill.matching import layerwise_cosine_distance
+from baselines.distill.matching import layerwise_cosine_distance, loop_sizes
 from baselines.distill.synthetic import init_from_real, matching_batch_size, real_batch, sample_ids
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
 from stbench.sources import SyntheticSource
 from stbench.train import TrainConfig, per_sample_loss, train_step
-
-# (T_outer, T_distill, T_model) per preset; paper: 200 outer iterations for GBA/GLA, 100 otherwise.
-PRESET_LOOPS = {"smoke": (1, 2, 1), "quick": (5, 20, 10), "paper": (0, 20, 10)}
 
 
 @METHODS.register("dc", family="distill", description="DC gradient matching, temporal only (transductive MTGNN)")
@@ -48,20 +45,13 @@ class DC(Condenser):
         include_1d: bool = False
         model: str = "mtgnn"
 
-    def loops(self, ctx) -> tuple[int, int, int]:
-        outer, distill, model = PRESET_LOOPS.get(ctx.preset, PRESET_LOOPS["quick"])
-        if outer == 0:
-            outer = 200 if ctx.dataset_defaults.get("paper_epochs", 100) >= 400 else 100
-        p = self.params
-        return p.outer_iterations or outer, p.distill_iterations or distill, p.model_epochs or model
-
     def condense(self, train, budget, ctx) -> CondensedSet:
         p = self.params
         m_s, n = budget.sizes(len(train), train.series.num_locations, bidimensional=False)
         x0, y0, init_ids = init_from_real(train, m_s, ctx)
         x_s, y_s = x0.clone().requires_grad_(True), y0.clone().requires_grad_(True)
         opt_syn = torch.optim.Adam([x_s, y_s], lr=p.lr_data)
-        outer, distill, model_epochs = self.loops(ctx)
+        outer, distill, model_epochs = loop_sizes(self.params, ctx)
         batch = matching_batch_size(train, ctx, p.batch_size)
         info = {"outer_iteration_s": [], "matching_loss": [], "init_ids": init_ids.tolist(),
                 "loops": {"outer": outer, "distill": distill, "model_epochs": model_epochs, "batch": batch}}

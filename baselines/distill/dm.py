@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from baselines.distill.synthetic import FeatureHook, init_from_real, matching_batch_size, real_batch, sample_ids

@@ -13,6 +13,19 @@ import torch
 
 EPS = 1e-6
 
+# Gradient-matching loop sizes (T_outer, T_distill, T_model) per preset. The papers' setting (Sec. V-A of
+# STemDist): T_distill 20, T_model 10, T_outer 200 for GBA/GLA (400 evaluation epochs) and 100 otherwise.
+PRESET_LOOPS = {"smoke": (1, 2, 1), "quick": (5, 20, 10), "paper": (0, 20, 10)}
+
+
+def loop_sizes(params, ctx) -> tuple[int, int, int]:
+    """(T_outer, T_distill, T_model): the method's parameters where set (non-zero), else the preset's."""
+    outer, distill, model = PRESET_LOOPS.get(ctx.preset, PRESET_LOOPS["quick"])
+    if outer == 0:
+        outer = 200 if ctx.dataset_defaults.get("paper_epochs", 100) >= 400 else 100
+    return (params.outer_iterations or outer, params.distill_iterations or distill,
+            params.model_epochs or model)
+
 
 def _rows(g: torch.Tensor) -> torch.Tensor:
     return g.reshape(g.shape[0], -1) if g.dim() > 1 else g.reshape(1, -1)
