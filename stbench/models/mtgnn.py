@@ -11,6 +11,8 @@ Tensors inside the backbone are laid out (B, C, N, L) as in MTGNN.
 """
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -155,7 +157,7 @@ class Block(nn.Module):
         return x, skip
 
 
-class _MTGNNBackbone(STModel):
+class _MTGNNBackbone(STModel, abc.ABC):
     """MTGNN backbone shared by both forms; subclasses supply the two node embeddings."""
 
     def __init__(self, num_locations: int, in_channels: int, out_channels: int,
@@ -186,10 +188,10 @@ class _MTGNNBackbone(STModel):
         self.end_conv_1 = nn.Conv2d(skip_channels, end_channels, 1)
         self.end_conv_2 = nn.Conv2d(end_channels, output_len * out_channels, 1)
 
+    @abc.abstractmethod
     def node_embeddings(self, loc_input: torch.Tensor | None,
                         n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two (n, node_dim) embeddings feeding the graph learner."""
-        raise NotImplementedError
+        """The two (n, node_dim) embeddings feeding the graph learner (each form supplies its own)."""
 
     def forward(self, x: torch.Tensor, loc_input: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L_in, N, C) normalised input -> (B, L_out, N, C_out)."""
