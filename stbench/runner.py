@@ -30,7 +30,7 @@ from stbench.protocols import CondensedSet, Method, RunContext
 from stbench.registry import DATASETS, METHODS, MODELS
 from stbench.results import FINISHED, ResultStore, run_id
 from stbench.sources import RealSource
-from stbench.train import fit
+from stbench.train import TrainConfig, fit
 
 
 @dataclass
@@ -252,7 +252,7 @@ class Runner:
 
     def _execute(self, cell: Cell, config: dict, meter: Meter, record: dict) -> None:
         ctx = self._context(cell, meter)
-        cfg = train_config(self.grid.preset, self.spec.defaults, self.grid.train_overrides)
+        cfg = TrainConfig(**config["train"])  # resolved once, in _config
         n_train, n_loc = len(self.train), self.series.num_locations
         condensed, input_channels = None, None
         if cell.method.kind == "static":
