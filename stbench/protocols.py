@@ -35,7 +35,9 @@ class CondensedSet:
     ``hints`` carries training settings the method prescribes: trainer fields (e.g.
     ``location_subsets`` for STemDist's Algorithm 2, ``batch_size``, a learned ``lr`` for MTT) and
     ``input_channels`` when the set feeds only some channels to the model (e.g. the target alone).
-    ``info`` holds diagnostics stored with the run (e.g. time per outer iteration, loss curves).
+    ``info`` holds diagnostics stored with the run (e.g. time per outer iteration, loss curves);
+    ``info["reused_setup_s"]`` is the cost of a setup stage taken from a cache (seconds), which the
+    runner adds to the condensation time.
     """
     x: torch.Tensor | None = None
     y: torch.Tensor | None = None

@@ -168,3 +168,21 @@ def test_a_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
     status = {r["method"]: (r["status"], r["error"]) for r in ResultStore(results).records()}
     assert status["test-broken"] == ("failed", "RuntimeError: deliberately broken")
     assert status["random"][0] == "ok"
+
+
+def test_a_reused_setup_stage_is_charged_to_the_condensation_time(tmp_path, monkeypatch):
+    from stbench.plugins import load_builtin
+    from stbench.protocols import Condenser, CondensedSet
+    from stbench.registry import METHODS, Entry
+
+    class CachedSetup(Condenser):                    # as MTT when its expert buffers come from the cache
+        def condense(self, train, budget, ctx):
+            return CondensedSet(indices=np.arange(2), info={"reused_setup_s": 1000.0})
+
+    load_builtin()
+    monkeypatch.setitem(METHODS._entries, "test-cached", Entry("test-cached", CachedSetup, "test"))
+    results = str(tmp_path / "res")
+    assert run_cli("run", "--methods", "test-cached", *SMALL, "--model", "mlp", "--results", results) == 0
+    (record,) = ResultStore(results).records()
+    assert record["status"] == "ok", record.get("error")
+    assert 1000.0 <= record["time_s"]["condense"] < 1010.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -78,13 +79,19 @@ def train_experts(make_model, batches, num_experts: int, epochs: int, lr: float)
     return trajectories
 
 
-def load_or_build(path: Path, build) -> tuple[list, bool]:
-    """(buffers, reused): the cached buffers at ``path``, or ``build()`` saved there."""
+def load_or_build(path: Path, build) -> tuple[list, float, bool]:
+    """(buffers, build seconds, reused): the cached buffers at ``path``, or ``build()`` timed and saved there.
+
+    The build time is stored with the buffers, so a run that reuses them can still charge their cost.
+    """
     if path.exists():
-        return torch.load(path), True
+        cached = torch.load(path)
+        return cached["trajectories"], float(cached["build_s"]), True
+    start = time.perf_counter()
     buffers = build()
+    build_s = time.perf_counter() - start
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(buffers, tmp)
+    torch.save({"trajectories": buffers, "build_s": build_s}, tmp)
     os.replace(tmp, path)
-    return buffers, False
+    return buffers, build_s, False
