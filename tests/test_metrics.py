@@ -47,3 +47,20 @@ def test_masked_entries_do_not_change_metrics():
     metrics = StreamingMetrics(12, 4.0)
     metrics.update(pred, y, mask)
     assert metrics.compute()["mae"] == 0.0
+
+
+def test_mape_skips_zero_and_near_zero_targets_that_other_metrics_keep():
+    y = torch.tensor([[[[0.0], [1e-17], [2.0], [4.0]]]])       # (1, 1, 4, 1): zero volumes, a float-noise zero
+    pred = torch.tensor([[[[1.0], [1.0], [3.0], [2.0]]]])
+    metrics = StreamingMetrics(1, 1.5)
+    metrics.update(pred, y, torch.ones_like(y, dtype=torch.bool))
+    got = metrics.compute()
+    assert math.isclose(got["mape"], 100 * (1 / 2 + 2 / 4) / 2)
+    assert math.isclose(got["mae"], (1 + 1 + 1 + 2) / 4)         # every observed target counts here
+
+
+def test_mape_is_nan_when_every_target_is_zero():
+    y = torch.zeros(2, 1, 3, 1)
+    metrics = StreamingMetrics(1, 0.0)
+    metrics.update(y + 1, y, torch.ones_like(y, dtype=torch.bool))
+    assert math.isnan(metrics.compute()["mape"])
