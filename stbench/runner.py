@@ -284,7 +284,8 @@ class Runner:
         record["metrics"] = {"val": result.val, "test": result.test}
         record.update(best_epoch=result.best_epoch, epochs=cfg.epochs, optimizer_steps=result.optimizer_steps,
                       sample_visits=int(sum(result.visits_per_epoch)), visits_per_epoch=result.visits_per_epoch,
-                      epoch_time_s=result.epoch_times, val_history=result.val_history)
+                      epoch_time_s=result.epoch_times, schedule_time_s=result.schedule_times,
+                      val_history=result.val_history)
         record["location_sample_visits"] = record["sample_visits"] * n
         if cell.method.kind != "static":
             record["budget_achieved"] = sum(result.visits_per_epoch) / (cfg.epochs * n_train)

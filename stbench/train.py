@@ -55,6 +55,7 @@ class TrainResult:
     val: dict
     test: dict
     epoch_times: list = field(default_factory=list)
+    schedule_times: list = field(default_factory=list)   # per epoch: time inside the schedule (selection, scoring)
     visits_per_epoch: list = field(default_factory=list)
     optimizer_steps: int = 0
     val_history: list = field(default_factory=list)
@@ -140,6 +141,8 @@ def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowS
         eval_loc_input: torch.Tensor, ctx: RunContext, progress=None) -> TrainResult:
     """Train, select the checkpoint (``cfg.select``), test it.
 
+    ``result.schedule_times`` is each epoch's time inside ``schedule.epoch``/``schedule.update`` (a
+    pruner's selection and scoring, e.g. ST-Prune's eq. 3 and eq. 4), part of the epoch time.
     Phases: ``train`` (the training epochs only, so its time and peak memory are those of training),
     ``validate`` (the periodic passes over the full validation split) and ``evaluate`` (the test pass).
     """
@@ -155,6 +158,7 @@ def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowS
         with ctx.meter.phase("train"):
             start = ctx.meter.clock()
             ids, weights = schedule.epoch(epoch, cfg.epochs)
+            in_schedule = ctx.meter.clock() - start
             order = ctx.rng.permutation(len(ids))
             ids = np.asarray(ids)[order]
             weights = None if weights is None else np.asarray(weights)[order]
@@ -164,14 +168,18 @@ def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowS
                 if wants_errors:
                     losses, errors = train_step(model, opt, source, batch_ids, batch_w, cfg, ctx.torch_generator,
                                                 errors=True)
+                    tick = ctx.meter.clock()
                     schedule.update(batch_ids, losses, errors=errors)
                 else:
                     losses = train_step(model, opt, source, batch_ids, batch_w, cfg, ctx.torch_generator)
+                    tick = ctx.meter.clock()
                     schedule.update(batch_ids, losses)
+                in_schedule += ctx.meter.clock() - tick
                 result.optimizer_steps += max(1, min(cfg.location_subsets, source.loc_input.shape[0]))
             if sched is not None:
                 sched.step()
             result.epoch_times.append(ctx.meter.clock() - start)
+            result.schedule_times.append(in_schedule)
             result.visits_per_epoch.append(len(ids))
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             with ctx.meter.phase("validate"):

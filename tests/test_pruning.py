@@ -377,6 +377,8 @@ def test_every_pruner_runs_through_the_cli_and_records_its_retention(tmp_path):
         assert r["retention_nominal"] == 0.3
         assert r["sample_visits"] == sum(r["visits_per_epoch"]) and r["optimizer_steps"] > 0
         assert r["budget_achieved"] == pytest.approx(r["sample_visits"] / (10 * n))
+        assert len(r["schedule_time_s"]) == 10            # selection/scoring time, inside each epoch's time
+        assert all(0 < s <= e for s, e in zip(r["schedule_time_s"], r["epoch_time_s"]))
     for name in ("hard-random", "epsilon-greedy", "ucb", "stprune-wo-anne"):
         assert records[name]["budget_achieved"] == pytest.approx(0.3, abs=0.01)
     for name in ("stprune", "stprune-wo-stc", "stprune-wo-res"):
