@@ -96,6 +96,16 @@ def test_idm_queue_is_capped(series):
     assert len(method.queue) == 3
 
 
+@pytest.mark.parametrize("preset, steps", [("smoke", 1), ("quick", 2), ("paper", 20)])
+def test_idm_queue_training_steps_follow_the_preset(series, monkeypatch, preset, steps):
+    from baselines.distill import idm as idm_module
+    calls = []
+    monkeypatch.setattr(idm_module, "train_step", lambda *args, **kwargs: calls.append(1))
+    IDM.make({"iterations": 2, "teacher_epochs": 1}).condense(
+        series.split("train"), BUDGET, make_context(series, 0, preset=preset))
+    assert len(calls) == 2 * steps                   # per matching iteration, the picked model's real steps
+
+
 @pytest.mark.parametrize("label_mode", ["teacher", "learned"])
 def test_dm_embedding_distance_falls(series, label_mode):
     ctx = make_context(series, 0)

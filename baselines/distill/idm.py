@@ -5,7 +5,9 @@ DM (``baselines.distill.dm``) plus the IDM components that transfer to spatio-te
   initialised MTGNNs; each iteration picks one at random, matches the mean embeddings with it (eval
   mode), then trains it for ``train_steps`` real mini-batches (Adam, ``lr_real``); one fresh network
   joins the queue per iteration and the oldest leaves beyond ``queue_size`` (reference: 3 initial,
-  cap 8, 20 steps).
+  cap 8, 20 steps). ``train_steps`` follows the preset: 20 under ``paper``, 2 under ``quick`` (200
+  iterations x 20 full-graph MTGNN steps would be 4,000 steps, about 100 min on LOS-LOOP on 2 CPU
+  cores, several times a quick ``full`` run), 1 under ``smoke``.
 * **Class-aware distribution regularisation** (kept as its regression analogue): IDM adds the
   cross-entropy of the synthetic samples under the queue model's classifier; here
   ``reg_weight`` x the queue model's MSE on the synthetic windows against their current y (learned
@@ -29,13 +31,16 @@ from stbench.sources import RealSource
 from stbench.train import TrainConfig, per_sample_loss, train_step
 
 
+PRESET_TRAIN_STEPS = {"smoke": 1, "quick": 2, "paper": 20}
+
+
 @METHODS.register("idm", family="distill", description="IDM: DM with a queue of partially trained MTGNNs")
 class IDM(DM):
     @dataclass
     class Params(DM.Params):
         queue_init: int = 3
         queue_size: int = 8
-        train_steps: int = 20          # real batches each picked model trains after matching
+        train_steps: int = 0           # real batches each picked model trains after matching; 0: the preset's
         lr_real: float = 1e-3
         reg_weight: float = 0.0        # class-aware regularisation analogue (0: off)
 
@@ -67,7 +72,8 @@ class IDM(DM):
         model.train()
         size = ctx.dataset_defaults.get("batch_size", 64)
         cfg = TrainConfig(loss="mse", batch_size=size)
-        for _ in range(self.params.train_steps):
+        steps = self.params.train_steps or PRESET_TRAIN_STEPS.get(ctx.preset, PRESET_TRAIN_STEPS["quick"])
+        for _ in range(steps):
             train_step(model, opt, self.source, sample_ids(ctx, len(self.source), size), None, cfg,
                        ctx.torch_generator)
         self._push(ctx)
