@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from baselines.distill.matching import layerwise_cosine_distance, loop_sizes
-from baselines.distill.synthetic import init_from_real, matching_batch_size, real_batch, sample_ids
+from baselines.distill.synthetic import matching_batch_size, real_batch, sample_ids, temporal_synthetic_set
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
 from stbench.sources import SyntheticSource
@@ -47,9 +47,8 @@ class DC(Condenser):
 
     def condense(self, train, budget, ctx) -> CondensedSet:
         p = self.params
-        m_s, n = budget.sizes(len(train), train.series.num_locations, bidimensional=False)
-        x0, y0, init_ids = init_from_real(train, m_s, ctx)
-        x_s, y_s = x0.clone().requires_grad_(True), y0.clone().requires_grad_(True)
+        x_s, y_s, init_ids, n = temporal_synthetic_set(train, budget, ctx)
+        m_s = x_s.shape[0]
         opt_syn = torch.optim.Adam([x_s, y_s], lr=p.lr_data)
         outer, distill, model_epochs = loop_sizes(self.params, ctx)
         batch = matching_batch_size(train, ctx, p.batch_size)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from baselines.distill.synthetic import FeatureHook, init_from_real, matching_batch_size, real_batch, sample_ids
+from baselines.distill.synthetic import FeatureHook, matching_batch_size, real_batch, sample_ids, temporal_synthetic_set
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
 from stbench.sources import RealSource
@@ -61,9 +61,8 @@ class DM(Condenser):
         p = self.params
         if p.label_mode not in ("teacher", "learned"):
             raise ValueError(f"label_mode must be teacher or learned, not {p.label_mode!r}")
-        m_s, n = budget.sizes(len(train), train.series.num_locations, bidimensional=False)
-        x0, y0, init_ids = init_from_real(train, m_s, ctx)
-        x_s, y_s = x0.clone().requires_grad_(True), y0.clone().requires_grad_(p.label_mode == "learned")
+        x_s, y_s, init_ids, n = temporal_synthetic_set(train, budget, ctx, learn_y=p.label_mode == "learned")
+        m_s = x_s.shape[0]
         opt = torch.optim.Adam([x_s, y_s] if p.label_mode == "learned" else [x_s], lr=p.lr_data)
         batch = self._batch(train, ctx)
         info = {"matching_loss": [], "iteration_s": [], "init_ids": init_ids.tolist(), "batch": batch}

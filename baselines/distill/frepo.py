@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from baselines.distill.synthetic import (FeatureHook, init_from_real, masked_mse, matching_batch_size, real_batch,
-                                         sample_ids)
+from baselines.distill.synthetic import (FeatureHook, masked_mse, matching_batch_size, real_batch,
+                                         sample_ids, temporal_synthetic_set)
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
 from stbench.sources import SyntheticSource
@@ -57,9 +57,8 @@ class FRePo(Condenser):
 
     def condense(self, train, budget, ctx) -> CondensedSet:
         p = self.params
-        m_s, n = budget.sizes(len(train), train.series.num_locations, bidimensional=False)
-        x0, y0, init_ids = init_from_real(train, m_s, ctx)
-        x_s, y_s = x0.clone().requires_grad_(True), y0.clone().requires_grad_(True)
+        x_s, y_s, init_ids, n = temporal_synthetic_set(train, budget, ctx)
+        m_s = x_s.shape[0]
         opt = torch.optim.Adam([x_s, y_s], lr=p.lr_data)
         self.n, self.in_channels = n, x_s.shape[3]
         pool = [self._fresh(ctx) for _ in range(p.pool_size)]

@@ -41,6 +41,15 @@ def init_from_real(train, m: int, ctx):
     return x.to(ctx.device), y.masked_fill(~mask, 0.0).to(ctx.device), ids
 
 
+def temporal_synthetic_set(train, budget, ctx, learn_y: bool = True):
+    """The temporal-only synthetic set of DC, DM and Frepo: ``budget``'s share of the windows over all
+    locations, initialised from random real windows (``init_from_real``), as leaf tensors to optimise.
+    Returns (x_s, y_s, init_ids, N); y_s requires grad only with ``learn_y``."""
+    m_s, n = budget.sizes(len(train), train.series.num_locations, bidimensional=False)
+    x0, y0, init_ids = init_from_real(train, m_s, ctx)
+    return x0.clone().requires_grad_(True), y0.clone().requires_grad_(learn_y), init_ids, n
+
+
 def masked_mse(pred, y, mask) -> torch.Tensor:
     m = mask.to(pred.dtype)
     return (((pred - y) ** 2) * m).sum() / m.sum().clamp(min=1)
