@@ -63,6 +63,8 @@ def source_for(condensed, train: WindowSet):
 class FixedSchedule:
     """Every sample every epoch, with fixed weights (full data and static condensed sets)."""
 
+    ignores_losses = True   # the trainer skips ``update`` (and its timing) for it
+
     def __init__(self, num_samples: int, weights: torch.Tensor | np.ndarray | None = None):
         self.ids = np.arange(num_samples)
         self.weights = None if weights is None else np.asarray(torch.as_tensor(weights).cpu(), dtype=np.float32)
@@ -70,5 +72,3 @@ class FixedSchedule:
     def epoch(self, epoch: int, num_epochs: int):
         return self.ids, self.weights
 
-    def update(self, ids, per_sample_loss) -> None:
-        """Fixed schedules ignore losses."""

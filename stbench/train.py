@@ -12,7 +12,8 @@ final model (``select="last"``: no early stopping) is tested at the end.
 A schedule with ``wants_error_matrix = True`` (ST-Prune) is called as
 ``update(ids, per_sample_loss, errors=E)`` with E (B, L_out, N) the detached absolute error of the
 training forward pass in normalised target units, averaged over the observed target channels and NaN
-where no channel is observed; every other schedule gets ``update(ids, per_sample_loss)``.
+where no channel is observed; every other schedule gets ``update(ids, per_sample_loss)``, except those
+with ``ignores_losses = True`` (fixed sets, CRAIG's online selection), which get no ``update`` at all.
 """
 from __future__ import annotations
 
@@ -150,6 +151,7 @@ def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowS
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs, eta_min=cfg.lr_min)
              if cfg.lr_schedule == "cosine" else None)
     wants_errors = getattr(schedule, "wants_error_matrix", False)
+    uses_losses = not getattr(schedule, "ignores_losses", False)
     val_mean = target_mean(val.iter_batches(cfg.eval_batch_size))
     best = (math.inf, -1, None, None)   # score, epoch, state, val metrics
     result = TrainResult(best_epoch=-1, val={}, test={})
@@ -168,13 +170,14 @@ def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowS
                 if wants_errors:
                     losses, errors = train_step(model, opt, source, batch_ids, batch_w, cfg, ctx.torch_generator,
                                                 errors=True)
-                    tick = ctx.meter.clock()
-                    schedule.update(batch_ids, losses, errors=errors)
+                    feedback = {"errors": errors}
                 else:
                     losses = train_step(model, opt, source, batch_ids, batch_w, cfg, ctx.torch_generator)
+                    feedback = {}
+                if uses_losses:   # timed with synchronised clocks; schedules that ignore losses add no syncs
                     tick = ctx.meter.clock()
-                    schedule.update(batch_ids, losses)
-                in_schedule += ctx.meter.clock() - tick
+                    schedule.update(batch_ids, losses, **feedback)
+                    in_schedule += ctx.meter.clock() - tick
                 result.optimizer_steps += max(1, min(cfg.location_subsets, source.loc_input.shape[0]))
             if sched is not None:
                 sched.step()

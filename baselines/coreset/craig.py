@@ -211,7 +211,11 @@ def _mean_one(counts: np.ndarray, num_windows: int) -> np.ndarray:
 
 
 class OnlineSelection:
-    """Schedule: the current CRAIG set and weights every epoch, re-selected every ``every`` epochs."""
+    """Schedule: the current CRAIG set and weights every epoch, re-selected every ``every`` epochs.
+
+    It re-selects from gradients, not from training losses, so the trainer skips ``update``."""
+
+    ignores_losses = True
 
     def __init__(self, ids: np.ndarray, weights: np.ndarray, every: int,
                  reselect: Callable[[], tuple[np.ndarray, np.ndarray]]):
@@ -221,9 +225,6 @@ class OnlineSelection:
         if self.every and epoch and epoch % self.every == 0:
             self.ids, self.weights = self.reselect()
         return self.ids, self.weights
-
-    def update(self, ids, per_sample_loss) -> None:
-        """CRAIG re-selects from gradients, not from training losses."""
 
 
 @METHODS.register("craig", family="coreset", description="CRAIG: last-layer gradient facility location, online")
