@@ -129,6 +129,7 @@ class STemDist(Condenser):
     def _outer_iteration(self, clustered, i_c, x_s, y_s, opt_syn, distill, model_epochs, batch, ctx):
         p = self.params
         model = ctx.model_factory(x_s.shape[2], "mtgnn-le", in_channels=x_s.shape[3])   # line 5
+        model.twice_differentiable()
         opt_model = torch.optim.Adam(model.parameters(), lr=p.lr_model)
         params = [q for q in model.parameters() if q.requires_grad]
         losses = []

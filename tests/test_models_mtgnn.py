@@ -125,3 +125,69 @@ def test_parameter_count_matches_reference():
     assert len(list(model.parameters())) == 106
     # the inductive model's size does not depend on the number of locations
     assert n_params(make("mtgnn-le", 5)) == REFERENCE_PARAMS
+
+
+def _loss_and_grads(model, x, loc):
+    out = model(x, loc)
+    loss = (out ** 2).mean() + out.mean()
+    return out.detach(), torch.autograd.grad(loss, [x, *model.parameters()])
+
+
+@pytest.mark.parametrize("name", ["mtgnn", "mtgnn-le"])
+def test_sparse_propagation_equals_dense_in_output_and_every_gradient(name):
+    dense = make(name, 30, 2, subgraph_size=4, propagation="dense").eval()
+    sparse = make(name, 30, 2, subgraph_size=4, propagation="sparse").eval()
+    sparse.load_state_dict(dense.state_dict())
+    x, loc = batch(3, 12, 30, 2)
+    x.requires_grad_(True)
+    out_d, grads_d = _loss_and_grads(dense, x, loc)
+    out_s, grads_s = _loss_and_grads(sparse, x, loc)
+    torch.testing.assert_close(out_s, out_d, rtol=1e-5, atol=1e-6)
+    assert len(grads_s) == len(grads_d)
+    for g_s, g_d in zip(grads_s, grads_d):
+        torch.testing.assert_close(g_s, g_d, rtol=1e-4, atol=1e-6)
+    # the graph learner is reached only through the sampled gradient of the adjacency's values
+    learner = [i for i, p in enumerate(sparse.parameters()) if p is sparse.graph.lin1.weight][0]
+    assert grads_s[1 + learner].abs().sum() > 0
+
+
+def test_auto_propagation_is_sparse_only_on_many_locations():
+    model = make("mtgnn-le", 5, propagation="auto")
+    assert not model.sparse_propagation(511) and model.sparse_propagation(512)
+    assert make("mtgnn-le", 5, propagation="sparse").sparse_propagation(5)
+    assert not make("mtgnn-le", 5, propagation="dense").sparse_propagation(10_000)
+    with pytest.raises(ValueError, match="propagation"):
+        make("mtgnn", 5, propagation="csr")
+
+
+def test_twice_differentiable_gives_a_double_backward_the_sparse_product_lacks():
+    """Gradient matching differentiates through a gradient; the sparse product refuses that."""
+    x, loc = batch(2, 12, 20, 1)
+    for model, works in [(make("mtgnn-le", 20, subgraph_size=4, propagation="sparse"), False),
+                         (make("mtgnn-le", 20, subgraph_size=4, propagation="sparse").twice_differentiable(), True)]:
+        params = list(model.parameters())
+        grads = torch.autograd.grad(model.eval()(x, loc).pow(2).mean(), params, create_graph=True)
+        second = sum((g ** 2).sum() for g in grads)
+        if works:
+            second.backward()
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+        else:
+            with pytest.raises(RuntimeError, match="once_differentiable|twice"):
+                second.backward()
+
+
+@pytest.mark.parametrize("name", ["mtgnn", "mtgnn-le"])
+def test_every_parameter_gradient_matches_a_float64_evaluation(name):
+    """Guards against backend kernels with wrong gradients: torch 2.13's oneDNN CPU convolution gave
+    the input skip (1 channel, kernel 1 x 19) a weight gradient off by ~100% before TimeCollapse."""
+    model = make(name, 30).eval()
+    x, loc = batch(8, 12, 30, 1)
+    _, grads = _loss_and_grads(model, x.requires_grad_(True), loc)
+    model64 = make(name, 30).double().eval()
+    model64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    x64 = x.detach().double().requires_grad_(True)
+    _, grads64 = _loss_and_grads(model64, x64, loc.double())
+    names = ["x"] + [n for n, _ in model.named_parameters()]
+    for n, g, g64 in zip(names, grads, grads64):
+        scale = g64.abs().max().clamp_min(1e-12)
+        assert (g.double() - g64).abs().max() / scale < 1e-3, n

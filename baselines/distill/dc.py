@@ -56,7 +56,7 @@ class DC(Condenser):
                 "loops": {"outer": outer, "distill": distill, "model_epochs": model_epochs, "batch": batch}}
         for _ in range(outer):
             tick = ctx.meter.clock()
-            model = ctx.model_factory(n, p.model, in_channels=x_s.shape[3]).to(ctx.device)
+            model = ctx.model_factory(n, p.model, in_channels=x_s.shape[3]).to(ctx.device).twice_differentiable()
             opt_model = torch.optim.Adam(model.parameters(), lr=p.lr_model)
             params = [q for q in model.parameters() if q.requires_grad]
             losses = []

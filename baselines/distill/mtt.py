@@ -179,7 +179,8 @@ class MTT(Condenser):
         in_channels = train.series.num_channels
         info = {"trajectory_loss": [], "iteration_s": []}
         buffers = self.experts(view, in_channels, ctx, info)
-        student = trajectories.FlatModel(ctx.model_factory(view.n, p.model, in_channels=in_channels).to(ctx.device))
+        student = trajectories.FlatModel(
+            ctx.model_factory(view.n, p.model, in_channels=in_channels).to(ctx.device).twice_differentiable())
         student.model.eval()
         x0, y0 = self.initial_set(view, m_s, buffers, student, ctx, info)
         x_s, y_s = x0.requires_grad_(True), y0.requires_grad_(True)

@@ -23,6 +23,11 @@ class STModel(nn.Module):
         self.input_len = input_len
         self.output_len = output_len
 
+    def twice_differentiable(self) -> "STModel":
+        """Use only operations with a double backward, for methods that differentiate through a
+        gradient (gradient and trajectory matching). Returns the model."""
+        return self
+
     def check_locations(self, n: int) -> None:
         """Transductive models refuse a location count other than the one they were built for."""
         if not self.inductive and n != self.num_locations:

@@ -18,9 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from stbench.models.base import STModel
+from stbench.models.sparse_propagation import SparseAdjacency
 from stbench.registry import MODELS
 
 KERNEL_SET = (2, 3, 6, 7)
+# ``propagation="auto"`` multiplies by the nonzeros from this many locations on (top-k graphs are
+# then at most (k + 1) / 512, about 4%, dense); below it the dense product is as fast or faster.
+SPARSE_MIN_LOCATIONS = 512
+PROPAGATIONS = ("auto", "dense", "sparse")
 
 
 def receptive_field(layers: int, kernel: int, dilation_exponential: int) -> int:
@@ -48,16 +53,42 @@ class DilatedInception(nn.Module):
         return torch.cat([o[..., -length:] for o in outs], dim=1)
 
 
+class TimeCollapse(nn.Conv2d):
+    """Conv2d with kernel (1, L) applied to inputs of length L: a linear map of each location's
+    (channels, time) block, computed as that contraction. Same parameters, initialisation and output.
+
+    Written out because torch 2.13's oneDNN CPU convolution returns a wrong weight gradient for this
+    shape with few input channels and L >= 14 (MTGNN's input skip: 1 channel, L = 19): relative
+    error about 1 against float64, with occasional 1e25 values. The test suite checks the gradient.
+    """
+
+    def __init__(self, c_in: int, c_out: int, length: int):
+        super().__init__(c_in, c_out, (1, length))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, N, L) -> (B, C_out, N, 1)."""
+        out = torch.einsum("bcnl,ocl->bon", x, self.weight[:, :, 0, :]) + self.bias[:, None]
+        return out.unsqueeze(-1)
+
+
 def normalise_adjacency(adj: torch.Tensor) -> torch.Tensor:
     """A + I, row-normalised: the propagation matrix of MTGNN's mix-hop layer."""
     adj = adj + torch.eye(adj.size(0), device=adj.device, dtype=adj.dtype)
     return adj / adj.sum(dim=1, keepdim=True)
 
 
+def propagate(h: torch.Tensor, a_hat: torch.Tensor | SparseAdjacency) -> torch.Tensor:
+    """(B, C, N, L) -> (B, C, N, L): A_hat applied over the location axis."""
+    if isinstance(a_hat, SparseAdjacency):
+        return a_hat.propagate(h)
+    return torch.einsum("bcwl,vw->bcvl", h, a_hat)
+
+
 class MixProp(nn.Module):
     """Mix-hop propagation: h_k = a x + (1 - a) A_hat h_{k-1}, then a 1x1 MLP over [h_0..h_depth].
 
-    ``a_hat`` is the already normalised adjacency (``normalise_adjacency``, MTGNN eq. 6-7).
+    ``a_hat`` is the already normalised adjacency (``normalise_adjacency``, MTGNN eq. 6-7), dense
+    or as a ``SparseAdjacency`` (the same product from its nonzeros).
     """
 
     def __init__(self, channels: int, depth: int, alpha: float):
@@ -69,7 +100,7 @@ class MixProp(nn.Module):
     def forward(self, x: torch.Tensor, a_hat: torch.Tensor) -> torch.Tensor:
         h, hops = x, [x]
         for _ in range(self.depth):
-            h = self.alpha * x + (1 - self.alpha) * torch.einsum("bcwl,vw->bcvl", h, a_hat)
+            h = self.alpha * x + (1 - self.alpha) * propagate(h, a_hat)
             hops.append(h)
         return self.mlp(torch.cat(hops, dim=1))
 
@@ -139,7 +170,7 @@ class Block(nn.Module):
         self.filter = DilatedInception(residual_channels, conv_channels, dilation)
         self.gate = DilatedInception(residual_channels, conv_channels, dilation)
         self.dropout = nn.Dropout(dropout)
-        self.skip = nn.Conv2d(conv_channels, skip_channels, (1, length_out))
+        self.skip = TimeCollapse(conv_channels, skip_channels, length_out)
         self.gconv1 = MixProp(conv_channels, gcn_depth, propalpha)
         self.gconv2 = MixProp(conv_channels, gcn_depth, propalpha)
         # Per-location LayerNorm over (channels, time): the STemDist modification (ref 3.4).
@@ -165,8 +196,11 @@ class _MTGNNBackbone(STModel, abc.ABC):
                  dropout: float = 0.3, subgraph_size: int = 20, node_dim: int = 10,
                  layers: int = 3, propalpha: float = 0.05, tanhalpha: float = 3.0,
                  conv_channels: int = 32, residual_channels: int = 32, skip_channels: int = 64,
-                 end_channels: int = 128, dilation_exponential: int = 1):
+                 end_channels: int = 128, dilation_exponential: int = 1, propagation: str = "auto"):
         super().__init__(num_locations, in_channels, out_channels, input_len, output_len)
+        if propagation not in PROPAGATIONS:
+            raise ValueError(f"propagation must be one of {PROPAGATIONS}, got {propagation!r}")
+        self.propagation = propagation
         self.node_dim = node_dim
         kernel = max(KERNEL_SET)
         self.receptive_field = receptive_field(layers, kernel, dilation_exponential)
@@ -175,7 +209,7 @@ class _MTGNNBackbone(STModel, abc.ABC):
         self.graph = GraphLearner(node_dim, subgraph_size, tanhalpha)
         self.input_dropout = nn.Dropout(dropout)
         self.start_conv = nn.Conv2d(in_channels, residual_channels, 1)
-        self.skip0 = nn.Conv2d(in_channels, skip_channels, (1, self.seq_len))
+        self.skip0 = TimeCollapse(in_channels, skip_channels, self.seq_len)
         lengths = [self.seq_len + 1 - receptive_field(j + 1, kernel, dilation_exponential)
                    for j in range(layers)]  # time steps left after each block (19 -> 13, 7, 1)
         self.blocks = nn.ModuleList(
@@ -183,10 +217,18 @@ class _MTGNNBackbone(STModel, abc.ABC):
                   lengths[j], gcn_depth, propalpha, dropout)
             for j in range(layers)
         )
-        self.skipE = nn.Conv2d(residual_channels, skip_channels,
-                               (1, self.seq_len - self.receptive_field + 1))
+        self.skipE = TimeCollapse(residual_channels, skip_channels,
+                                  self.seq_len - self.receptive_field + 1)
         self.end_conv_1 = nn.Conv2d(skip_channels, end_channels, 1)
         self.end_conv_2 = nn.Conv2d(end_channels, output_len * out_channels, 1)
+
+    def sparse_propagation(self, n: int) -> bool:
+        """Whether the mix-hop products on n locations go through the nonzeros only."""
+        return self.propagation == "sparse" or (self.propagation == "auto" and n >= SPARSE_MIN_LOCATIONS)
+
+    def twice_differentiable(self) -> "_MTGNNBackbone":
+        self.propagation = "dense"   # the sparse product has no double backward
+        return self
 
     @abc.abstractmethod
     def node_embeddings(self, loc_input: torch.Tensor | None,
@@ -201,6 +243,8 @@ class _MTGNNBackbone(STModel, abc.ABC):
                              f"got {tuple(x.shape)}")
         adj = self.graph(*self.node_embeddings(loc_input, n))  # once per forward
         a_out, a_in = normalise_adjacency(adj), normalise_adjacency(adj.T)
+        if self.sparse_propagation(n):
+            a_out, a_in = SparseAdjacency(a_out), SparseAdjacency(a_in)
 
         x = F.pad(x.permute(0, 3, 2, 1), (self.seq_len - length, 0))  # (B, C, N, seq_len)
         skip = self.skip0(self.input_dropout(x))
