@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import platform
+import subprocess
 import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -90,9 +93,27 @@ def make_method(name: str, params: dict) -> Method:
     return cls.make(chosen)
 
 
+@functools.cache
+def source_commit() -> str | None:
+    """The git commit of the code running ("...+dirty" with uncommitted source edits); None outside git."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=Path(stbench.__file__).parent, capture_output=True,
+                              text=True, timeout=10)
+    try:
+        head = git("rev-parse", "--short=12", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":/stbench", ":/baselines",
+                    ":/methods").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def versions(device: torch.device) -> dict:
-    info = {"stbench": stbench.__version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "host": platform.node(), "threads": torch.get_num_threads()}
+    info = {"stbench": stbench.__version__, "commit": source_commit(), "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": np.__version__, "host": platform.node(),
+            "threads": torch.get_num_threads()}
     if device.type == "cuda":
         info.update(cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(device))
     return info

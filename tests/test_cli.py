@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from stbench.cli import main
 from stbench.results import ResultStore
@@ -186,3 +187,15 @@ def test_a_reused_setup_stage_is_charged_to_the_condensation_time(tmp_path, monk
     (record,) = ResultStore(results).records()
     assert record["status"] == "ok", record.get("error")
     assert 1000.0 <= record["time_s"]["condense"] < 1010.0
+
+
+def test_records_carry_the_source_commit():
+    import stbench
+    from stbench.runner import source_commit, versions
+    root = os.path.dirname(stbench.__file__)
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True)
+    commit = versions(torch.device("cpu"))["commit"]
+    if head.returncode != 0:
+        assert commit is None
+    else:
+        assert commit == source_commit() and commit.split("+")[0] == head.stdout.strip()

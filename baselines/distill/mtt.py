@@ -126,7 +126,8 @@ class MTT(Condenser):
         return {"data": view.digest(), "view": view.name, "n": view.n, "model": p.model,
                 "in_channels": ctx.series.num_channels if view.name == "temporal" else None,
                 "experts": experts, "epochs": epochs, "lr": p.lr_teacher, "batch": self._expert_batch(ctx, view),
-                "seed": self._expert_seed(ctx), "torch": torch.__version__.split("+")[0], "format": 2}
+                "seed": self._expert_seed(ctx), "torch": torch.__version__.split("+")[0],
+                "format": 3}   # 3: experts trained after the MTGNN input-skip gradient fix (TimeCollapse)
 
     def _expert_batch(self, ctx, view) -> int:
         return min(self.params.expert_batch or ctx.dataset_defaults.get("batch_size", 64), view.num_windows)
