@@ -2,8 +2,10 @@
 
 MTGNN keeps k = 20 entries per row of its learned adjacency, so at N = 1,617 locations (ERA5-UK) the
 normalised matrix A_hat = (A + I) / rowsum is about 1.3% dense, yet the dense product costs N^2 per
-feature column: on a 2-core CPU one MTGNN training step on 1,617 locations took 52 s, nearly all of
-it in the mix-hop products. This module computes the same product from the nonzeros only.
+feature column. This module computes the same product from the nonzeros only. Measured on a 2-core
+CPU (benchmarks/batch_cost.py, batch 64, 1,617 locations): a training step takes 41 s instead of 52 s,
+and a synthetic-weather epoch on 2,025 locations 1.04 s instead of 2.52 s. The CSR product is
+memory-bound (each row of h is read about k times), so the convolutions now dominate the step.
 
 It is exact, not an approximation: an entry outside the pattern is 0 in A_hat and, being masked (or
 cut by the ReLU) before normalisation, receives no gradient in the dense computation either. Only
