@@ -98,7 +98,7 @@ def source_commit() -> str | None:
     """The git commit of the code running ("...+dirty" with uncommitted source edits); None outside git."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=Path(stbench.__file__).parent, capture_output=True,
-                              text=True, timeout=10)
+                              text=True, timeout=10, check=False)
     try:
         head = git("rev-parse", "--short=12", "HEAD")
         if head.returncode != 0:

@@ -147,7 +147,7 @@ def test_sparse_propagation_equals_dense_in_output_and_every_gradient(name):
     for g_s, g_d in zip(grads_s, grads_d):
         torch.testing.assert_close(g_s, g_d, rtol=1e-4, atol=1e-6)
     # the graph learner is reached only through the sampled gradient of the adjacency's values
-    learner = [i for i, p in enumerate(sparse.parameters()) if p is sparse.graph.lin1.weight][0]
+    learner = next(i for i, p in enumerate(sparse.parameters()) if p is sparse.graph.lin1.weight)
     assert grads_s[1 + learner].abs().sum() > 0
 
 

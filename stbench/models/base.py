@@ -23,7 +23,7 @@ class STModel(nn.Module):
         self.input_len = input_len
         self.output_len = output_len
 
-    def twice_differentiable(self) -> "STModel":
+    def twice_differentiable(self) -> STModel:
         """Use only operations with a double backward, for methods that differentiate through a
         gradient (gradient and trajectory matching). Returns the model."""
         return self

@@ -226,7 +226,7 @@ class _MTGNNBackbone(STModel, abc.ABC):
         """Whether the mix-hop products on n locations go through the nonzeros only."""
         return self.propagation == "sparse" or (self.propagation == "auto" and n >= SPARSE_MIN_LOCATIONS)
 
-    def twice_differentiable(self) -> "_MTGNNBackbone":
+    def twice_differentiable(self) -> _MTGNNBackbone:
         self.propagation = "dense"   # the sparse product has no double backward
         return self
 

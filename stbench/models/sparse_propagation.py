@@ -23,6 +23,7 @@ import warnings
 import torch
 from torch.autograd.function import once_differentiable
 
+
 def _csr_tensor(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
     with warnings.catch_warnings():   # torch flags CSR support as beta on every construction
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
