@@ -28,14 +28,14 @@ def main() -> None:
 
     from stbench.data.catalog import load_dataset
     from stbench.data.windows import Series, WindowSpec
-    from stbench.measure import Meter, usable_cpus
+    from stbench.measure import Meter, setup_process
     from stbench.plugins import load_builtin
     from stbench.registry import MODELS
     from stbench.sources import RealSource
     from stbench.train import TrainConfig, train_step
 
     load_builtin()
-    torch.set_num_threads(usable_cpus())
+    setup_process()
     device = torch.device(args.device)
     series = Series(load_dataset(args.dataset), WindowSpec(), device)
     train = series.split("train")

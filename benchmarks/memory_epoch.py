@@ -30,7 +30,7 @@ def measure(folder: Path, args) -> dict:
 
     from stbench.data.core import STData
     from stbench.data.windows import Series, WindowSpec
-    from stbench.measure import Meter, rss_peak_bytes, usable_cpus
+    from stbench.measure import Meter, rss_peak_bytes, setup_process
     from stbench.plugins import load_builtin
     from stbench.protocols import RunContext
     from stbench.registry import MODELS
@@ -38,7 +38,7 @@ def measure(folder: Path, args) -> dict:
     from stbench.train import TrainConfig, fit
 
     load_builtin()
-    torch.set_num_threads(usable_cpus())
+    setup_process()
     baseline = rss_peak_bytes()
     data = STData.load(folder)
     raw = data.values.nbytes

@@ -25,10 +25,39 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def setup_process() -> None:
+    """Prepare this process for tensor work: a torch thread per usable core, freed pages kept for reuse."""
+    torch.set_num_threads(usable_cpus())
+    _keep_freed_pages()
+
+
+def _libc():
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4   # glibc mallopt parameters
+
+
+def _keep_freed_pages() -> None:
+    """Serve large CPU tensors from glibc's heap and keep freed pages there for reuse (``mallopt``).
+
+    By default glibc maps every allocation over 32 MiB on its own and unmaps it when freed, so each
+    large activation of each training step is page-faulted in afresh: 4.2 million faults per MTGNN
+    step at batch 32 on 1,617 locations, about half the step time. Freed memory still goes back to
+    the OS at every phase boundary (``_trim_heap``), so per-phase RSS peaks start from live memory.
+    """
+    try:
+        libc = _libc()
+        libc.mallopt(_M_MMAP_MAX, 0)          # no separate mappings: large blocks come from the heap
+        libc.mallopt(_M_TRIM_THRESHOLD, -1)   # never shrink the heap on free (only in _trim_heap)
+    except (OSError, AttributeError):         # not glibc: its allocator's defaults stand
+        pass
+
+
 def _trim_heap() -> None:
     """Hand freed heap memory back to the OS (glibc), so a phase's RSS peak starts from live memory."""
     try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        _libc().malloc_trim(0)
     except (OSError, AttributeError):
         pass
 

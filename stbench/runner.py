@@ -26,7 +26,7 @@ from stbench.budgets import Compression, Retention
 from stbench.data.catalog import DatasetSpec, load_dataset
 from stbench.data.core import array_sha256
 from stbench.data.windows import Series, WindowSpec
-from stbench.measure import Meter, usable_cpus
+from stbench.measure import Meter, setup_process
 from stbench.plugins import load_builtin
 from stbench.presets import train_config
 from stbench.protocols import CondensedSet, Method, RunContext
@@ -124,7 +124,7 @@ class Runner:
         load_builtin()
         self.grid, self.progress = grid, progress
         self.device = resolve_device(grid.device)
-        torch.set_num_threads(usable_cpus())
+        setup_process()
         self.store = ResultStore(grid.results)
         self.spec: DatasetSpec = DATASETS.get(grid.dataset)
         if "split" in self.spec.defaults:

@@ -3,7 +3,12 @@ import pytest
 import torch
 
 import stbench.models  # noqa: F401  (registers the models)
-from stbench.models.mtgnn import GraphLearner, receptive_field
+from stbench.models.mtgnn import (
+    DilatedInception,
+    GraphLearner,
+    gated_inception,
+    receptive_field,
+)
 from stbench.registry import MODELS
 
 # reference gtnet plus its two location encoders, in_dim 1 (reference-stemdist-cpu-timings.md)
@@ -45,6 +50,28 @@ def test_receptive_field():
     assert receptive_field(3, 7, 1) == 19
     assert receptive_field(3, 7, 2) == 1 + 6 * 7
     assert make("mtgnn", 4, layers=2).seq_len == 13
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_dilated_inception_is_its_four_convolutions_cropped_and_concatenated(dilation):
+    """MTGNN's definition: each kernel's output cropped to the shortest, concatenated over channels."""
+    torch.manual_seed(0)
+    filter_, gate = DilatedInception(4, 8, dilation), DilatedInception(4, 8, dilation)
+    x = torch.randn(2, 4, 5, 19, requires_grad=True)
+
+    def separate(inception):
+        outs = [conv(x) for conv in inception.convs]
+        return torch.cat([o[..., -outs[-1].size(3):] for o in outs], dim=1)
+
+    expected = torch.tanh(separate(filter_)) * torch.sigmoid(separate(gate))
+    assert expected.shape[-1] == 19 - 6 * dilation
+    torch.testing.assert_close(filter_(x), separate(filter_))
+    merged = gated_inception(x, filter_, gate)
+    torch.testing.assert_close(merged, expected)
+    params = [x, *filter_.parameters(), *gate.parameters()]
+    for g_merged, g_expected in zip(torch.autograd.grad(merged.sum(), params),
+                                    torch.autograd.grad(expected.sum(), params)):
+        torch.testing.assert_close(g_merged, g_expected)
 
 
 @pytest.mark.parametrize("training", [False, True])
