@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from stbench.cli import main
 from stbench.models.gwnet import GWNet, transition
@@ -35,6 +36,29 @@ def test_gradient_reaches_every_parameter():
     model(torch.randn(4, 12, 6, 2)).pow(2).mean().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def _original_forward(model, x):
+    """Graph WaveNet as first written: every skip convolution over all time steps, cropped when summed."""
+    supports = model.supports()
+    h = model.start_conv(F.pad(x.permute(0, 3, 2, 1), (model.seq_len - x.shape[1], 0)))
+    skip = None
+    for layer in model.layers:
+        gated = torch.tanh(layer.filter(h)) * torch.sigmoid(layer.gate(h))
+        s = layer.skip(gated)
+        skip = s if skip is None else s + skip[..., -s.size(3):]
+        if layer.gconv is not None:
+            h = layer.norm(layer.gconv(gated, supports) + h[..., -gated.size(3):])
+    out = model.end_conv_2(F.relu(model.end_conv_1(F.relu(skip))))
+    b, n = x.shape[0], x.shape[2]
+    return out.reshape(b, model.output_len, model.out_channels, n).transpose(2, 3)
+
+
+@pytest.mark.parametrize("l_in", [12, 16])
+def test_skip_on_the_read_steps_only_equals_convolving_all_and_cropping(l_in):
+    model = make(l_in=l_in, adjacency=torch.rand(6, 6)).eval()
+    x = torch.randn(3, l_in, 6, 2)
+    torch.testing.assert_close(model(x), _original_forward(model, x))
 
 
 def test_refuses_another_location_count():

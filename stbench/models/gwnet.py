@@ -50,7 +50,9 @@ class Layer(nn.Module):
     """One Graph WaveNet layer: gated TCN, skip output, diffusion convolution, residual, BatchNorm.
 
     The last layer only feeds the skip sum, so it is built without the graph part (``graph=False``);
-    the original builds it anyway and never uses its output.
+    the original builds it anyway and never uses its output. The skip convolution runs only on the
+    last ``keep`` time steps, the ones the output head reads (the original convolves every step and
+    crops later): the same output with a quarter fewer operations.
     """
 
     def __init__(self, residual: int, dilation_channels: int, skip: int, kernel: int, dilation: int,
@@ -62,10 +64,11 @@ class Layer(nn.Module):
         self.gconv = DiffusionConv(dilation_channels, residual, num_supports, order, dropout) if graph else None
         self.norm = nn.BatchNorm2d(residual) if graph else None
 
-    def forward(self, x: torch.Tensor, supports: list[torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(B, C, N, L) -> ((B, C, N, L - dilation * (kernel - 1)) or None, skip (B, S, N, same L))."""
+    def forward(self, x: torch.Tensor, supports: list[torch.Tensor],
+                keep: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(B, C, N, L) -> ((B, C, N, L - dilation * (kernel - 1)) or None, skip (B, S, N, keep))."""
         h = torch.tanh(self.filter(x)) * torch.sigmoid(self.gate(x))
-        skip = self.skip(h)
+        skip = self.skip(h[..., -keep:])
         if self.gconv is None:
             return None, skip
         h = self.gconv(h, supports) + x[..., -h.size(3):]
@@ -125,9 +128,9 @@ class GWNet(STModel):
         self.check_locations(n)
         supports = self.supports()
         h = self.start_conv(F.pad(x.permute(0, 3, 2, 1), (self.seq_len - length, 0)))
-        skip = None
+        skip, keep = 0, self.seq_len - self.receptive_field + 1   # time steps the output head reads
         for layer in self.layers:
-            h, s = layer(h, supports)
-            skip = s if skip is None else s + skip[..., -s.size(3):]
+            h, s = layer(h, supports, keep)
+            skip = skip + s
         out = self.end_conv_2(F.relu(self.end_conv_1(F.relu(skip))))   # (B, L_out * C_out, N, 1)
         return out.reshape(b, self.output_len, self.out_channels, n).transpose(2, 3)
