@@ -45,4 +45,6 @@ def test_a_phase_peak_does_not_count_memory_freed_by_an_earlier_phase():
     with meter.phase("small"):
         small = _touch(MIB)
         del small
+    if meter.rss_peak_is_process:
+        pytest.skip("this kernel does not let the RSS high-water mark be reset")
     assert meter.rss_peak["big"] - meter.rss_peak["small"] > 200 * MIB
