@@ -44,7 +44,9 @@ def _keep_freed_pages() -> None:
     By default glibc maps every allocation over 32 MiB on its own and unmaps it when freed, so each
     large activation of each training step is page-faulted in afresh: 4.2 million faults per MTGNN
     step at batch 32 on 1,617 locations, about half the step time. Freed memory still goes back to
-    the OS at every phase boundary (``_trim_heap``), so per-phase RSS peaks start from live memory.
+    the OS at every phase boundary (``_trim_heap``), so per-phase RSS peaks start from live memory;
+    within a phase the peak also counts freed blocks held for reuse (glibc reuses a block once its
+    small per-size cache of split-off remainders has filled, after a few rounds of the same size).
     """
     try:
         libc = _libc()

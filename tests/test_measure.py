@@ -21,11 +21,13 @@ def _minor_faults() -> int:
 
 @glibc_only
 def test_a_freed_large_tensor_is_reused_without_page_faults():
-    """Training allocates the same large activations every step. After a first few rounds they come
-    from freed heap memory; without the set-up glibc maps a 64 MiB block afresh each time (16,384
-    faults per allocation)."""
+    """Training allocates the same large activations every step. Without the set-up glibc maps a
+    64 MiB block afresh each time (16,384 faults per allocation). With it, a freed block is reused
+    once glibc's per-size cache of small split-off remainders (7 entries) has filled: until then
+    each remainder keeps the freed block from merging with its neighbour, so the first rounds are
+    fresh memory."""
     setup_process()
-    for _ in range(3):   # aligned allocations settle into reusable free chunks after a round or two
+    for _ in range(10):
         del_me = _touch(64 * MIB)
         del del_me
     before = _minor_faults()
