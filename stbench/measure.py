@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import resource
 import time
@@ -31,7 +32,9 @@ def setup_process() -> None:
     _keep_freed_pages()
 
 
+@functools.cache
 def _libc():
+    """The C library, looked up once (``find_library`` runs ``ldconfig``; phases trim the heap often)."""
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
