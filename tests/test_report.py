@@ -249,3 +249,29 @@ def _store(tmp_path: Path, records: list[dict]) -> Path:
     store.mkdir()
     (store / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return store
+
+
+def test_a_pruner_that_missed_its_retention_is_marked_and_not_ranked(tmp_path):
+    records = [r for r in _fixture_records() if r["dataset"] == "gba"]
+    template = next(r for r in records if r["method"] == "soft-random" and r["budget"]["ratio"] == 0.1)
+    missed = copy.deepcopy(template)
+    missed.update(method="infobatch", run_id="infobatch-missed", retention_pruned_epochs=0.416)
+    missed["metrics"]["test"] = {k: v / 10 for k, v in missed["metrics"]["test"].items()}  # far the lowest error
+    write_report(_store(tmp_path, records + [missed]), tmp_path / "out", ["pruning", "time"], [], default_dir(),
+                 say=lambda line: None)
+    tables = tmp_path / "out" / "tables"
+    mae = (tables / "pruning_mae.md").read_text()
+    row = next(line for line in mae.splitlines() if line.startswith("| InfoBatch"))
+    assert "‡" in row and "**" not in row and "<u>" not in row
+    assert "InfoBatch (gba): kept 41.6% for r=10%" in mae
+    assert "$^\\ddagger$" in (tables / "pruning_mae.tex").read_text()
+    time_row = next(line for line in (tables / "time.md").read_text().splitlines() if line.startswith("| InfoBatch"))
+    assert "‡" in time_row and "**" not in time_row.split("|")[2]
+    met = copy.deepcopy(missed)
+    met.update(retention_pruned_epochs=0.105)                                  # within the 1% tolerance
+    (tmp_path / "b").mkdir()
+    write_report(_store(tmp_path / "b", records + [met]), tmp_path / "out-b", ["pruning"], [], default_dir(),
+                 say=lambda line: None)
+    row = next(line for line in (tmp_path / "out-b" / "tables" / "pruning_mae.md").read_text().splitlines()
+               if line.startswith("| InfoBatch"))
+    assert "‡" not in row and "**" in row

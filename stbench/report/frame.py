@@ -17,7 +17,8 @@ from stbench.budgets import Compression
 from stbench.results import ResultStore
 
 METRICS = ("rel_mae", "rel_rmse", "mae", "rmse", "mape")
-VALUES = METRICS + ("t_condense", "t_train", "t_total", "cost_s", "epoch_s", "peak_train_bytes", "achieved")
+VALUES = METRICS + ("t_condense", "t_train", "t_total", "cost_s", "epoch_s", "peak_train_bytes", "achieved",
+                    "retention_pruned")
 K_PARAM = "subsets"                 # method parameter: number of location subsets K (else the trainer's)
 OUTER_PARAM = "outer_iterations"    # method parameter (0: the preset's); condense_info.loops.outer is the run's
 DEFAULT_MODEL = "mtgnn"             # the papers' evaluation model, preferred for the main tables
@@ -71,6 +72,7 @@ def _row(r: dict) -> dict:
     row.update({m: _number(test.get(m)) for m in METRICS})
     row.update(_costs(r, times))
     row["achieved"] = _number(r.get("budget_achieved"))
+    row["retention_pruned"] = _number(r.get("retention_pruned_epochs"))  # a pruner's share over pruned epochs
     return row
 
 

@@ -3,6 +3,7 @@
 Builders in ``tables.py`` fill a ``Table``; ``mark`` ranks the cells (best bold, second underlined);
 the three renderers only format. A cell shows ``mean ± std`` (std omitted for one run), an optional
 change in % against full-data training, or its status: O.O.M., failed, n/a (incompatible), or a dash.
+A cell whose method could not reach the budget is marked ‡, explained in the caption, and not ranked.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ STATUS_NOTES = {
     "missing": "–: not run",
 }
 PARTIAL_NOTE = "†: some runs of the cell did not finish; mean over the others"
+UNMET_NOTE = "‡: the method could not reach the cell's budget, so the cell is not ranked"
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Cell:
     partial: bool = False
     change: float = math.nan        # % against full-data training (positive: higher error)
     mark: str = ""                  # "best" | "second" | ""
+    unmet: str = ""                 # why the cell's budget was not met (not ranked), e.g. "kept 41.6%"
 
 
 @dataclass
@@ -86,7 +89,7 @@ def mark(table: Table) -> Table:
 
 def _mark_cells(pairs: list[tuple[Cell, Column]]) -> None:
     shown = [(round(cell.mean, col.decimals) * (1 if col.better == "lower" else -1), cell)
-             for cell, col in pairs if cell.status == "ok" and math.isfinite(cell.mean)]
+             for cell, col in pairs if cell.status == "ok" and math.isfinite(cell.mean) and not cell.unmet]
     order = sorted({value for value, _ in shown})
     for value, cell in shown:
         cell.mark = "best" if value == order[0] else "second" if len(order) > 1 and value == order[1] else ""
@@ -98,6 +101,10 @@ def legend(table: Table) -> str:
     notes = [STATUS_NOTES[s] for s in STATUS_NOTES if any(cell.status == s for cell in cells)]
     if any(cell.partial for cell in cells):
         notes.append(PARTIAL_NOTE)
+    unmet = dict.fromkeys(f"{row.label} ({col.group}): {cell.unmet}" for row in table.rows()
+                          for col in table.columns if (cell := table.cell(row, col)).unmet)
+    if unmet:
+        notes.append(f"{UNMET_NOTE} ({'; '.join(unmet)})")
     return "; ".join(notes) + "." if notes else ""
 
 
@@ -113,14 +120,15 @@ def cell_text(cell: Cell, column: Column, latex: bool = False) -> str:
     if latex:
         text = escape(text) + (r" {\scriptsize" + escape(change) + "}" if change else "")
         text += r"$^\dagger$" if cell.partial else ""
+        text += r"$^\ddagger$" if cell.unmet else ""
         return {"best": r"\textbf{%s}", "second": r"\underline{%s}"}.get(cell.mark, "%s") % text
-    text += (" " + change if change else "") + ("†" if cell.partial else "")
+    text += (" " + change if change else "") + ("†" if cell.partial else "") + ("‡" if cell.unmet else "")
     return {"best": "**%s**", "second": "<u>%s</u>"}.get(cell.mark, "%s") % text
 
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-          "±": r"$\pm$", "×": r"$\times$", "†": r"$^\dagger$", "ε": r"$\epsilon$", "–": "--", "≤": r"$\leq$"}
+          "±": r"$\pm$", "×": r"$\times$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "ε": r"$\epsilon$", "–": "--", "≤": r"$\leq$"}
 
 
 def escape(text: str) -> str:
@@ -183,7 +191,7 @@ def to_markdown(table: Table) -> str:
 
 
 CSV_FIELDS = ("table", "group", "row_key", "row", "column_group", "column", "mean", "std", "n", "status",
-              "partial", "change_pct", "mark")
+              "partial", "change_pct", "mark", "unmet")
 
 
 def to_csv(table: Table) -> str:
@@ -197,7 +205,7 @@ def to_csv(table: Table) -> str:
                 cell = table.cell(row, col)
                 writer.writerow([table.name, group, row.key, row.label, col.group, col.label, _num(cell.mean),
                                  _num(cell.std), cell.n, cell.status, int(cell.partial), _num(cell.change),
-                                 cell.mark])
+                                 cell.mark, cell.unmet])
     return out.getvalue()
 
 
