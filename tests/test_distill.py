@@ -252,3 +252,15 @@ def test_datm_shape_soft_targets_reuse_and_determinism(series, tmp_path, monkeyp
     b = DATM.make(_mtt_params(tmp_path)).condense(train, BUDGET, make_context(series, 3))
     assert b.info["experts_reused"] is True
     _same(a, b)
+
+
+def test_datm_soft_targets_are_expert_predictions_and_can_be_turned_off(series, tmp_path):
+    train = series.split("train")
+    frozen = {"lr_data": 0.0}                               # the set stays at its initialisation
+    soft = DATM.make(_mtt_params(tmp_path, **frozen)).condense(train, BUDGET, make_context(series, 3))
+    real = DATM.make(_mtt_params(tmp_path, soft_targets=False, **frozen)).condense(train, BUDGET,
+                                                                                   make_context(series, 3))
+    assert soft.info["init_ids"] == real.info["init_ids"]
+    _, y_real, mask = real_batch(train, np.array(real.info["init_ids"]))
+    torch.testing.assert_close(real.y, y_real.masked_fill(~mask, 0.0))
+    assert not torch.allclose(soft.y, real.y)
