@@ -43,7 +43,7 @@ class Cell:
     partial: bool = False
     change: float = math.nan        # % against full-data training (positive: higher error)
     mark: str = ""                  # "best" | "second" | ""
-    unmet: str = ""                 # why the cell's budget was not met (not ranked), e.g. "kept 41.6%"
+    unmet: str = ""                 # why the cell's budget was not met (not ranked), e.g. "kept 41.6% for r=10%"
 
 
 @dataclass
@@ -128,7 +128,8 @@ def cell_text(cell: Cell, column: Column, latex: bool = False) -> str:
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-          "±": r"$\pm$", "×": r"$\times$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "ε": r"$\epsilon$", "–": "--", "≤": r"$\leq$"}
+          "±": r"$\pm$", "×": r"$\times$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "ε": r"$\epsilon$", "–": "--",
+          "≤": r"$\leq$"}
 
 
 def escape(text: str) -> str:
