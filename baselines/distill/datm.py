@@ -13,7 +13,7 @@ learnable student learning rate), plus DATM's components as they transfer to reg
   real targets and is learned (DATM learns soft labels initialised from expert logits).
   ``soft_targets=False`` starts from the real targets instead (still learned, as in ``mtt``). On
   LOS-LOOP at 0.5% the soft targets were nearly flat over the horizon (mean within-window std of the
-  normalised targets 0.064-0.070, against 0.23 for the real ones MTT starts from): in regression the
+  normalised targets 0.064-0.070, against 0.23 for MTT's, which start from the real ones): in regression the
   expert's prediction is a smoothed copy of the target, not extra information as logits are.
 * **Initialisation from well-fit samples** (the analogue of "correctly classified"): the synthetic
   windows are drawn from the real windows whose masked MSE under the final expert is at most the
