@@ -79,7 +79,20 @@ def _labelled(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _cell(rec: dict, value: str) -> Cell:
     return Cell(mean=rec[f"{value}_mean"], std=rec[f"{value}_std"], n=int(rec["n_ok"]), status=rec["status"],
-                partial=bool(rec["partial"]))
+                partial=bool(rec["partial"]), unmet=_unmet(rec))
+
+
+RETENTION_TOLERANCE = 0.01  # a pruner that keeps more than r + 1% over its pruned epochs missed the budget
+
+
+def _unmet(rec: dict) -> str:
+    """"kept X% for r=Y%" where a pruner's mean retention over its pruned epochs exceeds its target r, else "".
+
+    InfoBatch prunes only below-mean-loss samples, so a small r can be out of its reach; the achieved
+    budget is measured, not assumed, and a cell that used more data than its column is not ranked in it.
+    """
+    kept, ratio = rec.get("retention_pruned_mean", math.nan), rec.get("ratio", 1.0)
+    return f"kept {pct(round(kept, 3))} for r={pct(ratio)}" if kept > ratio + RETENTION_TOLERANCE else ""
 
 
 def _family_rank(family: str) -> int:
@@ -266,31 +279,13 @@ def pruning_tables(df: pd.DataFrame) -> list[Table]:
     return tables
 
 
-RETENTION_TOLERANCE = 0.01  # a pruner that keeps more than r + 1% over its pruned epochs missed the budget
-
-
 def _pruning_cells(rec: dict, metric: str, full_agg: dict) -> dict:
-    """The cell of one (dataset, ratio), with its change in % against full-data training.
-
-    A dynamic pruner whose mean retention over its pruned epochs exceeds r (InfoBatch prunes only
-    below-mean-loss samples, so small r can be out of its reach) is marked unmet: the achieved budget
-    is measured, not assumed, and a cell that used more data than its column is not ranked in it.
-    """
+    """The cell of one (dataset, ratio), with its change in % against full-data training."""
     cell = _cell(rec, metric)
-    cell.unmet = _unmet(rec)
     base = full_agg.get(rec["dataset_label"], {}).get(f"{metric}_mean", math.nan)
     if math.isfinite(base) and base != 0:
         cell.change = 100 * (cell.mean - base) / base
     return {(rec["dataset_label"], rec["ratio"]): cell}
-
-
-def _unmet(rec: dict) -> str:
-    """"kept X% for r=Y%" where a pruner's mean retention over its pruned epochs exceeds its target r, else ""."""
-    kept = rec.get("retention_pruned_mean", math.nan)
-    if rec.get("budget_kind", "retention") == "retention" and math.isfinite(kept) \
-            and kept > rec["ratio"] + RETENTION_TOLERANCE:
-        return f"kept {pct(round(kept, 3))} for r={pct(rec['ratio'])}"
-    return ""
 
 
 def time_tables(df: pd.DataFrame) -> list[Table]:
@@ -311,8 +306,6 @@ def time_tables(df: pd.DataFrame) -> list[Table]:
             row = Row(" @ ".join(key), label, ranked=not is_full)
             rows[key] = (rec["family"], (rec["variant"], rec["budget_kind"], rec["ratio"]), row)
         cells = {(rec["dataset_label"], m): _cell(rec, m) for m in ("mae", "rmse", "mape", "cost_s")}
-        for cell in cells.values():
-            cell.unmet = _unmet(rec)
         cells[(rec["dataset_label"], "speedup")] = _speedup(rec, full_cost.get(rec["dataset_label"], math.nan))
         rows[key][2].cells.update(cells)
     table = Table("time", "Accuracy and training cost", "", "Method, budget", columns,
