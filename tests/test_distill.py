@@ -29,6 +29,21 @@ def _same(a, b):
     torch.testing.assert_close(a.y, b.y, rtol=0, atol=0)
 
 
+def _optimise_synthetic(train, model, objective, steps=20):
+    """Adam on three synthetic windows against 32 real ones; the objective before and after."""
+    real = real_batch(train, np.arange(32))
+    x0, y0, mask = real_batch(train, np.array([5, 60, 120]))
+    x_s, y_s = x0.clone().requires_grad_(True), y0.masked_fill(~mask, 0).clone().requires_grad_(True)
+    opt = torch.optim.Adam([x_s, y_s], lr=0.01)
+    start = objective(model, real, x_s, y_s).item()
+    for _i in range(steps):
+        loss = objective(model, real, x_s, y_s)
+        opt.zero_grad()
+        loss.backward(inputs=[x_s, y_s])
+        opt.step()
+    return start, objective(model, real, x_s, y_s).item()
+
+
 # --- DC ------------------------------------------------------------------------------------------
 
 DC_SMALL = {"outer_iterations": 1, "distill_iterations": 2, "model_epochs": 1}
@@ -113,17 +128,8 @@ def test_dm_embedding_distance_falls(series, label_mode):
     method = DM.make({"label_mode": label_mode})
     model = ctx.model_factory(6, "mtgnn")
     model.eval()
-    real = real_batch(train, np.arange(32))
-    x0, y0, mask = real_batch(train, np.array([5, 60, 120]))
-    x_s, y_s = x0.clone().requires_grad_(True), y0.masked_fill(~mask, 0).clone().requires_grad_(True)
-    opt = torch.optim.Adam([x_s, y_s], lr=0.01)
-    start = method.embedding_distance(model, real, x_s, y_s).item()
-    for _i in range(20):
-        loss = method.embedding_distance(model, real, x_s, y_s)
-        opt.zero_grad()
-        loss.backward(inputs=[x_s, y_s])
-        opt.step()
-    assert method.embedding_distance(model, real, x_s, y_s).item() < 0.5 * start
+    start, end = _optimise_synthetic(train, model, method.embedding_distance)
+    assert end < 0.5 * start
 
 
 # --- FRePo ---------------------------------------------------------------------------------------
@@ -151,17 +157,8 @@ def test_frepo_krr_loss_falls(series):
     train = series.split("train")
     method = FRePo.make({})
     model = ctx.model_factory(6, "mtgnn")
-    real = real_batch(train, np.arange(32))
-    x0, y0, mask = real_batch(train, np.array([5, 60, 120]))
-    x_s, y_s = x0.clone().requires_grad_(True), y0.masked_fill(~mask, 0).clone().requires_grad_(True)
-    opt = torch.optim.Adam([x_s, y_s], lr=0.01)
-    start = method.krr_loss(model, real, x_s, y_s).item()
-    for _i in range(20):
-        loss = method.krr_loss(model, real, x_s, y_s)
-        opt.zero_grad()
-        loss.backward(inputs=[x_s, y_s])
-        opt.step()
-    assert method.krr_loss(model, real, x_s, y_s).item() < 0.8 * start
+    start, end = _optimise_synthetic(train, model, method.krr_loss)
+    assert end < 0.8 * start
 
 
 # --- MTT -----------------------------------------------------------------------------------------
