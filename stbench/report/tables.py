@@ -319,7 +319,7 @@ def _speedup(rec: dict, full_cost: float) -> Cell:
     cost = rec["cost_s_mean"]
     ok = rec["status"] == "ok" and math.isfinite(full_cost) and math.isfinite(cost) and cost > 0
     status = "missing" if rec["status"] == "ok" and not ok else rec["status"]
-    return Cell(mean=full_cost / cost if ok else math.nan, n=int(rec["n_ok"]), status=status)
+    return Cell(mean=full_cost / cost if ok else math.nan, n=int(rec["n_ok"]), status=status, unmet=_unmet(rec))
 
 
 BUILDERS = {"main": main_tables, "cross-model": cross_model_tables, "sweeps": sweep_tables,
