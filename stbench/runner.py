@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import traceback
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,17 +81,38 @@ def resolve_device(name: str) -> torch.device:
 
 def make_method(name: str, params: dict) -> Method:
     cls = METHODS.get(name)
-    fields = {f.name for f in dataclasses.fields(cls.Params)}
+    fields = typing.get_type_hints(cls.Params)
+    fields = {f.name: fields[f.name] for f in dataclasses.fields(cls.Params)}
     chosen = {}
     for key, value in params.items():
         target, _, param = key.rpartition(".")
         if target and target != name:
             continue
         if param in fields:
-            chosen[param] = value
+            chosen[param] = _as_declared(f"{name}.{param}", fields[param], value)
         elif target == name:
             raise UserError(f"method {name} has no parameter {param!r}; it has: {', '.join(sorted(fields)) or 'none'}")
     return cls.make(chosen)
+
+
+def _as_declared(param: str, declared, value):
+    """A ``--set`` value as its parameter's declared type: ``false``/``true`` (which reach here as
+    strings) become booleans, ints become floats where a float is declared, and anything else that
+    does not fit is refused instead of silently changing the method's behaviour."""
+    kinds = typing.get_args(declared) or (declared,)  # float | None -> (float, NoneType)
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value is None and type(None) in kinds:
+        return None
+    if bool in kinds and str(value).lower() in ("true", "false", "1", "0"):
+        return str(value).lower() in ("true", "1")
+    if int in kinds and numeric and float(value).is_integer():
+        return int(value)
+    if float in kinds and numeric:
+        return float(value)
+    if str in kinds:
+        return str(value)
+    expected = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+    raise UserError(f"--set {param}={value!r}: {param} takes {expected}; give a value of that type")
 
 
 @functools.cache

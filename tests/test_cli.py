@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from stbench import UserError
 from stbench.cli import main
 from stbench.results import ResultStore
 
@@ -76,6 +77,7 @@ def _one_line_error(capsys) -> str:
     (["run", "--seeds", "a,b"], "integers"),
     (["run", "--preset", "huge"], "unknown preset"),
     (["run", "--set", "random.nope=1", "--methods", "random"], "no parameter"),
+    (["run", "--set", "datm.soft_targets=maybe", "--methods", "datm"], "takes bool"),
     (["run", "--bogus-flag"], "unrecognized"),
     (["list", "things"], "invalid choice"),
 ])
@@ -83,6 +85,18 @@ def test_bad_input_gives_one_line_and_exit_2(args, needle, capsys, tmp_path):
     assert run_cli(*args, *(["--results", str(tmp_path)] if args[0] == "run" and "--bogus-flag" not in args
                            else [])) == 2
     assert needle in _one_line_error(capsys)
+
+
+def test_set_values_take_their_parameters_declared_types():
+    """`--set datm.soft_targets=false` once reached DATM as the truthy string "false"."""
+    from stbench.cli import _pairs
+    from stbench.runner import make_method
+    datm = make_method("datm", _pairs(["datm.soft_targets=false,lr_data=1,iterations=3"], "--set")).params
+    assert datm.soft_targets is False and datm.lr_data == 1.0 and isinstance(datm.lr_data, float)
+    assert datm.iterations == 3 and make_method("datm", {"soft_targets": "True"}).params.soft_targets is True
+    assert make_method("infobatch", {"prune_ratio": None}).params.prune_ratio is None
+    with pytest.raises(UserError, match="takes int"):
+        make_method("datm", {"iterations": 2.5})
 
 
 def test_unprepared_dataset_says_how_to_prepare(tmp_path, capsys):
