@@ -81,8 +81,8 @@ def resolve_device(name: str) -> torch.device:
 
 def make_method(name: str, params: dict) -> Method:
     cls = METHODS.get(name)
-    fields = typing.get_type_hints(cls.Params)
-    fields = {f.name: fields[f.name] for f in dataclasses.fields(cls.Params)}
+    hints = typing.get_type_hints(cls.Params)
+    fields = {f.name: hints[f.name] for f in dataclasses.fields(cls.Params)}
     chosen = {}
     for key, value in params.items():
         target, _, param = key.rpartition(".")
