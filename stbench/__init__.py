@@ -4,3 +4,10 @@ __version__ = "0.1.0"
 
 class UserError(Exception):
     """Bad input from the user: the CLI prints the message on one line and exits with code 2."""
+
+
+def warn(message: str) -> None:
+    """One line ``stbench: warning: ...`` on stderr (the CLI's style; Python's warnings print two)."""
+    import sys
+
+    print(f"stbench: warning: {message}", file=sys.stderr, flush=True)
