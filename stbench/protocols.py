@@ -82,6 +82,8 @@ class Method(abc.ABC):
     """Shared by both protocols: parameters, family and the evaluation model they expect."""
     kind: ClassVar[str] = ""
     bidimensional: ClassVar[bool] = False   # reduces locations too: needs an inductive model
+    uses_eval_model: ClassVar[bool] = False  # condensation trains/reads the evaluation model (CRAIG):
+                                             # its cached set is then keyed by that model too
 
     @dataclass
     class Params:
@@ -100,6 +102,11 @@ class Method(abc.ABC):
 
     def param_dict(self) -> dict:
         return dataclasses.asdict(self.params)
+
+    def check(self, num_windows: int, num_locations: int) -> None:
+        """Refuse parameters this dataset cannot honour, before any compute (raise ``ValueError``
+        saying what to change, e.g. more location subsets than locations). Ranges that do not depend
+        on the data belong in ``Params.__post_init__``, which also raises ``ValueError``."""
 
     def is_bidimensional(self, budget) -> bool:
         """Whether this run reduces locations (then it needs an inductive evaluation model)."""

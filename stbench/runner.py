@@ -92,7 +92,10 @@ def make_method(name: str, params: dict) -> Method:
             chosen[param] = _as_declared(f"{name}.{param}", fields[param], value)
         elif target == name:
             raise UserError(f"method {name} has no parameter {param!r}; it has: {', '.join(sorted(fields)) or 'none'}")
-    return cls.make(chosen)
+    try:
+        return cls.make(chosen)
+    except ValueError as err:   # a Params.__post_init__ range check
+        raise UserError(f"method {name}: {err}") from None
 
 
 def _as_declared(param: str, declared, value):
@@ -172,6 +175,10 @@ class Runner:
     def _check_budgets(self, num_windows: int, num_locations: int) -> None:
         """Reject budgets that keep less than one window or location before anything runs."""
         for cell in self.cells:
+            try:
+                cell.method.check(num_windows, num_locations)
+            except ValueError as err:
+                raise UserError(f"method {cell.method_name}: {err}") from None
             if isinstance(cell.budget, Compression):
                 cell.budget.sizes(num_windows, num_locations, cell.method.is_bidimensional(cell.budget))
             elif isinstance(cell.budget, Retention) and round(cell.budget.ratio * num_windows) < 1:
