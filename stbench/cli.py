@@ -11,7 +11,7 @@ import dataclasses
 import json
 import sys
 
-from stbench import UserError
+from stbench import StoreError, UserError
 from stbench.registry import UnknownName
 
 
@@ -65,8 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="method parameter, for all methods that have it or as METHOD.PARAM=VALUE")
     run.add_argument("--size", action="append", metavar="KNOB=VALUE", help="size knobs of built-in datasets")
     run.add_argument("--epochs", type=int, default=None, help="override the preset's evaluation epochs")
+    run.add_argument("--select-metric", default=None, choices=["rel_rmse", "rel_mae", "rmse", "mae"],
+                     help="validation metric that selects the tested checkpoint (default rel_rmse)")
     run.add_argument("--input-len", type=int, default=12)
     run.add_argument("--output-len", type=int, default=12)
+    run.add_argument("--retry", default="", help="finished statuses to run again, e.g. oom")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
 
     lst = sub.add_parser("list", help="list registered methods, datasets or models")
@@ -109,13 +112,20 @@ def cmd_run(args) -> int:
         retentions=parse_retentions(args.retention), seeds=_ints(args.seeds, "--seeds"), model=args.model,
         preset=args.preset, device=args.device, data_dir=args.data_dir, results=args.results,
         params=_pairs(args.set, "--set"), dataset_options=_pairs(args.size, "--size"),
-        train_overrides={} if args.epochs is None else {"epochs": args.epochs},
+        train_overrides={k: v for k, v in (("epochs", args.epochs), ("select_metric", args.select_metric))
+                         if v is not None},
         window=WindowSpec(args.input_len, args.output_len),
+        retry=tuple(filter(None, (p.strip() for p in args.retry.split(",")))),
     )
     say = None if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
-    records = Runner(grid, progress=say).run()
+    runner = Runner(grid, progress=say)
+    try:
+        records = runner.run()
+    finally:
+        if runner.counts:
+            print(runner.summary(), file=sys.stderr, flush=True)
     print(aggregate_table(records))
-    return 0
+    return 1 if runner.counts.get("failed") else 0
 
 
 def cmd_list(args) -> int:
@@ -151,18 +161,24 @@ def cmd_show(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from stbench.report import PLOTS, TABLES, choose, write_report
+    from pathlib import Path
 
+    from stbench.report import PLOTS, TABLES, choose, write_report
+    from stbench.results import writable_dir
+
+    writable_dir(args.out or Path(args.results) / "report", "--out")
     write_report(args.results, args.out, choose(args.tables, TABLES, "table"), choose(args.plots, PLOTS, "plot"),
                  args.reference)
     return 0
 
 
 def cmd_prepare(args) -> int:
-    from stbench.data.catalog import prepare_dataset
+    from stbench.data.catalog import data_dir, prepare_dataset
     from stbench.plugins import load_builtin
+    from stbench.results import writable_dir
 
     load_builtin()
+    writable_dir(data_dir(args.data_dir), "--data-dir")
     folder = prepare_dataset(args.name, args.source, args.data_dir)
     print(f"prepared {args.name} in {folder}")
     return 0
@@ -176,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, UnknownName) as err:
         print(f"stbench: error: {err}", file=sys.stderr)
         return 2
+    except StoreError as err:
+        print(f"stbench: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("stbench: interrupted; finished cells are in the results store", file=sys.stderr)
         return 130

@@ -64,6 +64,47 @@ class CondensedSet:
     def state(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
+    @classmethod
+    def from_state(cls, state, train: WindowSet) -> "CondensedSet":
+        """Rebuild a saved set, checking it fits ``train``; ValueError for anything malformed."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(state, dict) or not set(state) <= names:
+            raise ValueError("not a condensed-set state")
+        condensed = cls(**state)
+        condensed.validate(train)
+        return condensed
+
+    def validate(self, train: WindowSet) -> None:
+        """ValueError unless every part has the type and shape the trainer expects for ``train``."""
+        n_loc, channels = train.series.num_locations, len(train.series.data.targets)
+        if self.x is not None:
+            if not (isinstance(self.x, torch.Tensor) and isinstance(self.y, torch.Tensor)
+                    and self.x.ndim == 4 and self.y.ndim == 4 and self.x.is_floating_point()):
+                raise ValueError("synthetic x/y must be 4-d float tensors")
+            if self.y.shape[2] != self.x.shape[2] or self.y.shape[3] != channels:
+                raise ValueError(f"synthetic y of shape {tuple(self.y.shape)} does not match x {tuple(self.x.shape)}")
+            m, n = self.x.shape[0], self.x.shape[2]
+        else:
+            _check_ids(self.indices, len(train), "indices")
+            m = len(self.indices)
+            n = n_loc if self.locations is None else len(_check_ids(self.locations, n_loc, "locations"))
+        if m < 1 or not 1 <= n <= n_loc:
+            raise ValueError(f"a condensed set of {m} windows x {n} locations")
+        for name, size in (("sample_weight", m), ("location_weight", n)):
+            weight = getattr(self, name)
+            if weight is not None and (not isinstance(weight, torch.Tensor) or weight.shape != (size,)):
+                raise ValueError(f"{name} must be a tensor of shape ({size},)")
+        if not isinstance(self.hints, dict) or not isinstance(self.info, dict):
+            raise ValueError("hints and info must be dicts")
+
+
+def _check_ids(ids, upper: int, what: str) -> np.ndarray:
+    if not isinstance(ids, np.ndarray) or ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise ValueError(f"{what} must be a 1-d integer array")
+    if len(ids) and (ids.min() < 0 or ids.max() >= upper):
+        raise ValueError(f"{what} out of range 0..{upper - 1}")
+    return ids
+
 
 @dataclass
 class RunContext:

@@ -1,10 +1,18 @@
 """The results store: one JSON line per run in ``runs.jsonl``, append-only and safe against a kill.
 
-Each record is written with a single ``write`` of one line followed by ``fsync``. A process killed
-mid-write can leave at most one partial last line; readers skip it and the next append starts on a
-fresh line. A re-run skips every run_id already finished (``ok``, ``oom``, ``incompatible``); a
-``failed`` run is retried and its newer record supersedes the old one. Condensed sets are kept under
-``artifacts/`` so a cell can be re-evaluated without condensing again.
+Guarantees:
+
+* Each record is written as one line with ``write`` calls checked for their full length, then
+  ``fsync``. A short write (a full disk) or a failed write truncates the file back to where the line
+  began and raises ``StoreError``: no partial line is left, and the CLI exits non-zero. A process
+  killed mid-write can leave at most one partial last line; readers skip it and the next append
+  starts on a fresh line.
+* Reading validates every line: a line that is not JSON, or a JSON object without the keys and
+  types of a run record (``validate_record``), is skipped, and one warning line gives their count.
+* A re-run skips every run_id already finished (``ok``, ``incompatible``, and ``oom`` unless the
+  caller asks to retry it); a ``failed`` run is retried and its newer record supersedes the old one.
+* Condensed sets are kept under ``artifacts/`` as plain data (``stbench.safe_io``): loading one never
+  runs code, and one that is unreadable or malformed is recomputed.
 """
 from __future__ import annotations
 
@@ -14,11 +22,29 @@ import math
 import os
 from pathlib import Path
 
-import torch
-
-from stbench import UserError
+from stbench import StoreError, UserError, warn
+from stbench.safe_io import load_plain, save_plain
 
 FINISHED = ("ok", "oom", "incompatible")
+STATUSES = ("ok", "failed", "oom", "incompatible")
+_REQUIRED = {"run_id": str, "status": str, "dataset": str, "method": str, "seed": int, "model": str,
+             "budget_label": str, "time_s": dict}
+
+
+def validate_record(record) -> str | None:
+    """Why ``record`` is not a run record, or None if it is one."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for key, kind in _REQUIRED.items():
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
+            return f"{key!r} missing or not {kind.__name__}"
+    if record["status"] not in STATUSES:
+        return f"unknown status {record['status']!r}"
+    if record["status"] == "ok":
+        test = (record.get("metrics") or {}).get("test") if isinstance(record.get("metrics"), dict) else None
+        if not isinstance(test, dict) or not all(isinstance(test.get(k), (int, float)) for k in ("rel_mae", "rel_rmse")):
+            return "an ok record without finite test metrics"
+    return None
 
 
 def run_id(config: dict) -> str:
@@ -44,38 +70,57 @@ class ResultStore:
         self.artifacts = self.root / "artifacts"
 
     def append(self, record: dict) -> None:
+        """Write one record as one line, all or nothing (see the module docstring)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(_clean(record), sort_keys=True, default=str) + "\n"
+        line = (json.dumps(_clean(record), sort_keys=True, default=str) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            if self._ends_mid_line():
-                line = "\n" + line
-            os.write(fd, line.encode())
-            os.fsync(fd)
+            begin = os.fstat(fd).st_size
+            if begin and self._ends_mid_line():
+                line = b"\n" + line
+            try:
+                _write_all(fd, line)
+                os.fsync(fd)
+            except OSError as err:
+                os.ftruncate(fd, begin)   # leave no partial line behind
+                raise StoreError(f"could not write a record to {self.path} ({err.strerror or err}); "
+                                 "free space or fix the folder, then re-run: finished cells are kept") from err
         finally:
             os.close(fd)
 
     def _ends_mid_line(self) -> bool:
-        size = self.path.stat().st_size
-        if size == 0:
-            return False
         with open(self.path, "rb") as fh:
-            fh.seek(size - 1)
+            fh.seek(-1, os.SEEK_END)
             return fh.read(1) != b"\n"
 
+    def check_writable(self) -> None:
+        """Refuse, before any compute, a results folder that cannot be written."""
+        writable_dir(self.root, "--results")
+
     def records(self) -> list[dict]:
-        """Latest record per run_id, in first-seen order; partial or corrupt lines are skipped."""
+        """Latest valid record per run_id, in first-seen order; invalid lines are skipped with a warning."""
         if not self.path.exists():
             return []
         latest: dict[str, dict] = {}
+        skipped: list[str] = []
         with open(self.path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
+                    record = None
+                    why = "not JSON (a partial line?)"
+                else:
+                    why = validate_record(record)
+                if why:
+                    skipped.append(f"line {number}: {why}")
                     continue
-                if isinstance(record, dict) and "run_id" in record:
-                    latest[record["run_id"]] = record
+                latest[record["run_id"]] = record
+        if skipped:
+            warn(f"skipped {len(skipped)} invalid line(s) of {self.path} ({skipped[0]}"
+                 f"{', ...' if len(skipped) > 1 else ''})")
         return list(latest.values())
 
     def require_records(self) -> list[dict]:
@@ -91,18 +136,41 @@ class ResultStore:
         return self.artifacts / f"{key}.pt"
 
     def save_artifact(self, key: str, payload: dict) -> Path:
-        path = self.artifact_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)  # atomic: a killed save never leaves a truncated artifact
-        return path
+        return save_plain(self.artifact_path(key), payload)
 
     def load_artifact(self, key: str) -> dict | None:
-        path = self.artifact_path(key)
-        if not path.exists():
-            return None
-        try:
-            return torch.load(path, weights_only=False)
-        except Exception:  # a damaged artifact is recomputed, never trusted
-            return None
+        """The plain payload saved under ``key``, or None (missing or unreadable: recompute)."""
+        return load_plain(self.artifact_path(key))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written; a write that makes no progress is an error."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(28, "no space left on device (short write)")
+        view = view[written:]
+
+
+def writable_dir(path: str | Path, flag: str) -> Path:
+    """Refuse a ``path`` that cannot become a writable folder (without creating anything).
+
+    The folder, or its nearest existing ancestor, must be a folder in which a probe file can be
+    created (a permission check alone would pass for root on a read-only folder's mode bits).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder; give a folder path")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, so the folder cannot be made; give another path")
+    try:
+        probe = existing / f".stbench-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"{flag} {path} is not writable ({err.strerror or err}); choose a folder you can write") from None
+    return path

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import stbench
-from stbench import UserError
+from stbench import UserError, warn
 from stbench.budgets import Compression, Retention
 from stbench.data.catalog import DatasetSpec, load_dataset
 from stbench.data.core import array_sha256
@@ -32,7 +32,7 @@ from stbench.plugins import load_builtin
 from stbench.presets import train_config
 from stbench.protocols import CondensedSet, Method, RunContext
 from stbench.registry import DATASETS, METHODS, MODELS
-from stbench.results import FINISHED, ResultStore, run_id
+from stbench.results import FINISHED, STATUSES, ResultStore, run_id
 from stbench.sources import RealSource
 from stbench.train import TrainConfig, fit
 
@@ -53,6 +53,7 @@ class Grid:
     dataset_options: dict = field(default_factory=dict)   # size knobs of built-in datasets
     train_overrides: dict = field(default_factory=dict)   # e.g. {"epochs": 5}
     window: WindowSpec = field(default_factory=WindowSpec)
+    retry: tuple = ()                                     # finished statuses to run again, e.g. ("oom",)
 
 
 @dataclass
@@ -152,15 +153,23 @@ class Runner:
         setup_process()
         self.store = ResultStore(grid.results)
         self.spec: DatasetSpec = DATASETS.get(grid.dataset)
+        _check_seeds(grid.seeds)
+        unknown_retry = set(grid.retry) - set(FINISHED)
+        if unknown_retry:
+            raise UserError(f"--retry {','.join(sorted(unknown_retry))}: only finished statuses "
+                            f"({', '.join(FINISHED)}) can be retried; failed cells are always retried")
         if "split" in self.spec.defaults:
             grid.window = dataclasses.replace(grid.window, split=tuple(self.spec.defaults["split"]))
         self.cells = self._cells()
+        self.store.check_writable()   # before any compute
+        self.counts: dict[str, int] = {}
 
     # -- grid -----------------------------------------------------------------------------------
     def _cells(self) -> list[Cell]:
         names = METHODS.select(self.grid.methods)
         if self.grid.model != "auto":
             MODELS.get(self.grid.model)
+        _check_params(self.grid.params, names)
         cells = []
         for name in names:
             method = make_method(name, self.grid.params)
@@ -172,17 +181,25 @@ class Runner:
                 cells += [Cell(name, method, budget, seed, model) for seed in self.grid.seeds]
         return cells
 
-    def _check_budgets(self, num_windows: int, num_locations: int) -> None:
-        """Reject budgets that keep less than one window or location before anything runs."""
+    def _check_cells(self, num_windows: int, num_locations: int) -> None:
+        """Before anything runs: refuse parameters the data cannot honour and budgets that keep less
+        than one window or location; warn about budgets that keep almost nothing."""
+        tiny = set()
         for cell in self.cells:
             try:
                 cell.method.check(num_windows, num_locations)
             except ValueError as err:
                 raise UserError(f"method {cell.method_name}: {err}") from None
             if isinstance(cell.budget, Compression):
-                cell.budget.sizes(num_windows, num_locations, cell.method.is_bidimensional(cell.budget))
+                bidim = cell.method.is_bidimensional(cell.budget)
+                m, n = cell.budget.sizes(num_windows, num_locations, bidim)
+                if m < 3 or (bidim and n < 2):
+                    tiny.add(f"{cell.budget.label} keeps {m} window(s)" + (f" x {n} location(s)" if bidim else ""))
             elif isinstance(cell.budget, Retention) and round(cell.budget.ratio * num_windows) < 1:
                 raise UserError(f"retention {cell.budget.ratio:g} of {num_windows} windows keeps none; raise it")
+        for text in sorted(tiny):
+            warn(f"budget {text} of {num_windows} windows x {num_locations} locations: methods will "
+                 "differ by chance more than by design; use a larger budget or dataset")
 
     # -- running --------------------------------------------------------------------------------
     def run(self) -> list[dict]:
@@ -194,24 +211,42 @@ class Runner:
             self.eval_loc_input = self.train.location_input()
         self.prepare_cost = (meter.time_s["prepare"], meter.rss_peak["prepare"], meter.cuda_peak.get("prepare", 0))
         self.data_sha = data.meta.get("data_sha256") or array_sha256(np.asarray(data.values))
-        self._check_budgets(len(self.train), self.series.num_locations)
+        self.masked_share = getattr(self.series, "masked_target_share", float("nan"))  # TEMP
+        self._say(f"{self.grid.dataset}: {data.shape[0]} steps x {data.shape[1]} locations x {data.shape[2]} "
+                  f"channels; {100 * self.masked_share:.1f}% of target readings masked "
+                  f"({'missing or zero' if self.series.mask_zeros else 'missing'}; zeros "
+                  f"{'are' if self.series.mask_zeros else 'are not'} treated as missing)")
+        self._check_cells(len(self.train), self.series.num_locations)
         existing = {r["run_id"]: r for r in self.store.records()}
         records = []
+        self.counts = {status: 0 for status in (*STATUSES, "skipped")}
         for i, cell in enumerate(self.cells):
             config = self._config(cell)
             rid = run_id(config)
-            if existing.get(rid, {}).get("status") in FINISHED:
-                self._say(f"[{i + 1}/{len(self.cells)}] {cell.label}: done before, skipped")
+            done = existing.get(rid, {}).get("status")
+            if done in FINISHED and done not in self.grid.retry:
+                self._say(f"[{i + 1}/{len(self.cells)}] {cell.label}: done before ({done}), skipped")
+                self.counts["skipped"] += 1
+                self.counts[f"skipped {done}"] = self.counts.get(f"skipped {done}", 0) + 1
                 records.append(existing[rid])
                 continue
             self._say(f"[{i + 1}/{len(self.cells)}] {cell.label} ...")
             record = self._run_cell(cell, config, rid)
             self.store.append(record)
             records.append(record)
+            self.counts[record["status"]] += 1
             self._say(f"    {record['status']}" + (f": {record['error']}" if record.get("error") else
                       f"  test rel_mae {record['metrics']['test']['rel_mae']:.4f} "
                       f"rel_rmse {record['metrics']['test']['rel_rmse']:.4f}  ({record['time_s']['total']:.1f}s)"))
         return records
+
+    def summary(self) -> str:
+        """One line: what this invocation ran, by status, and what it skipped."""
+        ran = ", ".join(f"{self.counts.get(s, 0)} {s}" for s in STATUSES)
+        line = f"stbench: {ran}; {self.counts.get('skipped', 0)} done before, skipped"
+        if self.counts.get("skipped oom"):
+            line += f" (of them {self.counts['skipped oom']} oom: run again with --retry oom)"
+        return line
 
     def _say(self, text: str) -> None:
         if self.progress:
@@ -229,7 +264,7 @@ class Runner:
         }
 
     def _context(self, cell: Cell, meter: Meter) -> RunContext:
-        torch.manual_seed(cell.seed)  # model initialisation and dropout
+        _seed_evaluation(None, cell.seed)
         return RunContext(
             seed=cell.seed, device=self.device, rng=np.random.default_rng(cell.seed),
             torch_generator=torch.Generator().manual_seed(cell.seed), meter=meter, preset=self.grid.preset,
@@ -270,6 +305,8 @@ class Runner:
             record["status"] = "ok"
         except Incompatible as err:
             record.update(status="incompatible", error=str(err))
+        except Diverged as err:
+            record.update(status="failed", error=str(err))
         except (torch.cuda.OutOfMemoryError, MemoryError) as err:
             record.update(status="oom", error=f"{type(err).__name__}: {err}".splitlines()[0])
         except Exception as err:  # one failing cell never stops the grid
@@ -292,6 +329,7 @@ class Runner:
             "run_id": rid, "status": "running", "error": None,
             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "dataset": self.grid.dataset, "dataset_sha256": self.data_sha, "dataset_shape": list(data.shape),
+            "mask_zeros": self.series.mask_zeros, "masked_target_share": self.masked_share,
             "split_windows": {k: len(v) for k, v in self.series.starts.items()},
             "method": cell.method_name, "family": METHODS.entry(cell.method_name).family,
             "method_kind": cell.method.kind, "method_params": cell.method.param_dict(),
@@ -313,6 +351,7 @@ class Runner:
             m, n = condensed.shape(self.train)
             record["budget_achieved"] = (m * n) / (n_train * n_loc)
             record["condense_info"] = condensed.info
+            _seed_evaluation(ctx, cell.seed)   # the same evaluation whether or not the set came from a cache
         else:
             m, n = n_train, n_loc
         train, val, test, eval_loc_input = self._eval_splits(input_channels)
@@ -332,6 +371,10 @@ class Runner:
                      progress=_epoch_progress if self.progress else None)
         record["train_config"] = dataclasses.asdict(cfg)
         record["metrics"] = {"val": result.val, "test": result.test}
+        bad = [k for k in ("mae", "rmse", "rel_mae", "rel_rmse") if not np.isfinite(result.test.get(k, np.nan))]
+        if bad:
+            raise Diverged(f"non-finite test {', '.join(bad)}: training diverged or the test split has no "
+                           "observed targets; check the data and lower the learning rate")
         record.update(best_epoch=result.best_epoch, epochs=cfg.epochs, optimizer_steps=result.optimizer_steps,
                       sample_visits=int(sum(result.visits_per_epoch)), visits_per_epoch=result.visits_per_epoch,
                       epoch_time_s=result.epoch_times, schedule_time_s=result.schedule_times,
@@ -349,21 +392,27 @@ class Runner:
     def _condense(self, cell: Cell, config: dict, ctx: RunContext, record: dict):
         """Condense, or reuse the artifact of an identical earlier condensation (its cost is kept).
 
-        A setup stage the method reused from a cache (``info["reused_setup_s"]``, e.g. MTT's experts) is
-        charged to the condensation time, so every run reports the method's whole cost.
+        The artifact key is everything condensation depends on: the evaluation model too when the
+        method declares ``uses_eval_model`` (CRAIG selects with it). A setup stage the method reused
+        from a cache (``info["reused_setup_s"]``, e.g. MTT's experts) is charged to the condensation
+        time, so every run reports the method's whole cost. A cached set that is unreadable or does
+        not fit the data is recomputed with a warning.
         """
-        key = run_id({k: config[k] for k in ("dataset", "dataset_sha256", "dataset_options", "window",
-                                             "method", "method_params", "budget", "seed", "preset", "device")})
-        cached = self.store.load_artifact(key)
+        keys = ["dataset", "dataset_sha256", "dataset_options", "window", "method", "method_params", "budget",
+                "seed", "preset", "device"] + (["model"] if cell.method.uses_eval_model else [])
+        key = run_id({k: config[k] for k in keys})
+        cached = self._cached_set(key)
         if cached is not None:
+            condensed, cost = cached
             record.update(condense_cached=True, artifact=str(self.store.artifact_path(key)))
-            ctx.meter.time_s["condense"] = cached["time_s"]
-            ctx.meter.rss_peak["condense"] = cached["rss_peak"]
-            if cached.get("cuda_peak"):
-                ctx.meter.cuda_peak["condense"] = cached["cuda_peak"]
-            return CondensedSet(**cached["set"])
+            ctx.meter.time_s["condense"] = cost["time_s"]
+            ctx.meter.rss_peak["condense"] = cost["rss_peak"]
+            if cost.get("cuda_peak"):
+                ctx.meter.cuda_peak["condense"] = cost["cuda_peak"]
+            return condensed
         with ctx.meter.phase("condense"):
             condensed = cell.method.condense(self.train, cell.budget, ctx)
+        condensed.validate(self.train)
         ctx.meter.time_s["condense"] += float(condensed.info.get("reused_setup_s", 0.0))
         path = self.store.save_artifact(key, {
             "set": condensed.state(), "time_s": ctx.meter.time_s["condense"],
@@ -371,9 +420,58 @@ class Runner:
         record.update(condense_cached=False, artifact=str(path))
         return condensed
 
+    def _cached_set(self, key: str):
+        """(set, cost) from a valid artifact, or None (missing, unreadable or malformed: recompute)."""
+        payload = self.store.load_artifact(key)
+        if payload is None:
+            return None
+        try:
+            cost = {k: payload[k] for k in ("time_s", "rss_peak", "cuda_peak")}
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in cost.values()):
+                raise ValueError("cost entries are not numbers")
+            return CondensedSet.from_state(payload["set"], self.train), cost
+        except (KeyError, TypeError, ValueError) as err:
+            warn(f"ignoring malformed artifact {self.store.artifact_path(key)} ({err}); recomputing it")
+            return None
+
 
 class Incompatible(Exception):
     """The evaluation model cannot be trained on this reduced set."""
+
+
+class Diverged(Exception):
+    """Training produced non-finite test metrics: never recorded as ``ok``."""
+
+
+def _seed_evaluation(ctx: RunContext | None, seed: int) -> None:
+    """Seed model initialisation, dropout and the trainer's draws from the cell's seed alone, so the
+    evaluation does not depend on how many draws condensation made (or whether it ran at all)."""
+    torch.manual_seed(seed)
+    if ctx is not None:
+        ctx.rng = np.random.default_rng(seed)
+        ctx.torch_generator = torch.Generator().manual_seed(seed)
+
+
+def _check_seeds(seeds: list) -> None:
+    if not seeds:
+        raise UserError("no seeds given; pass --seeds 0 or a comma-separated list such as 0,1,2")
+    bad = [s for s in seeds if not isinstance(s, int) or s < 0]
+    if bad:
+        raise UserError(f"seeds must be integers >= 0 (got {bad}); pass e.g. --seeds 0,1,2")
+
+
+def _check_params(params: dict, names: list[str]) -> None:
+    """Every ``--set`` key must reach a selected method: a typo never passes silently."""
+    accepted = {name: {f.name for f in dataclasses.fields(METHODS.get(name).Params)} for name in names}
+    for key in params:
+        target, _, param = key.rpartition(".")
+        if target:
+            if target.lower() not in accepted:
+                METHODS.entry(target)   # an unknown method: raises with suggestions
+                raise UserError(f"--set {key}: method {target} is not selected by --methods; add it or drop the --set")
+        elif not any(param in fields for fields in accepted.values()):
+            raise UserError(f"--set {key}: no selected method has a parameter {param!r}; see "
+                            "`stbench list methods` (or use METHOD.PARAM)")
 
 
 def _epoch_progress(epoch: int, total: int) -> None:

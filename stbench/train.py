@@ -188,8 +188,9 @@ def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowS
             with ctx.meter.phase("validate"):
                 scores = evaluate(model, val, eval_loc_input, cfg.eval_batch_size, val_mean)
             result.val_history.append((epoch, scores[cfg.select_metric]))
-            if cfg.select == "last" or scores[cfg.select_metric] < best[0] or best[2] is None:
-                best = (scores[cfg.select_metric], epoch, copy.deepcopy(model.state_dict()), scores)
+            score = scores[cfg.select_metric] if math.isfinite(scores[cfg.select_metric]) else math.inf
+            if cfg.select == "last" or score < best[0] or best[2] is None:   # NaN ranks last, never sticks
+                best = (score, epoch, copy.deepcopy(model.state_dict()), scores)
         if progress:
             progress(epoch + 1, cfg.epochs)
     _, result.best_epoch, state, result.val = best
