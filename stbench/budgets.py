@@ -114,3 +114,12 @@ def parse_retentions(text: str) -> list[Retention]:
     if not budgets:
         raise UserError("no retention given; write e.g. --retention 0.1,0.3")
     return budgets
+
+
+def budget_from_dict(spec: dict | None) -> Compression | Retention | None:
+    """Inverse of ``to_dict`` (a cell spec carries its budget as JSON)."""
+    if spec is None:
+        return None
+    if spec["kind"] == "compression":
+        return Compression(spec["ratio"], spec.get("temporal"), spec.get("spatial"))
+    return Retention(spec["ratio"])

@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="validation metric that selects the tested checkpoint (default rel_rmse)")
     run.add_argument("--input-len", type=int, default=12)
     run.add_argument("--output-len", type=int, default=12)
+    run.add_argument("--executor", default="serial", help="serial | process | ray: where cells run")
+    run.add_argument("--workers", type=int, default=None, help="process: worker processes (default: one per "
+                     "GPU, or 2); ray: cores are split into this many cells at a time")
+    run.add_argument("--gpus", default=None, help="process: GPU ids, one per worker in turn, e.g. 0,1,2,3")
+    run.add_argument("--ray-address", default=None, help="ray: auto or HOST:PORT of a running cluster "
+                     "(default: start a local Ray instance)")
+    run.add_argument("--cell-timeout", type=float, default=None, help="seconds; a cell past it is stopped "
+                     "and recorded `timeout`")
     run.add_argument("--retry", default="", help="finished statuses to run again, e.g. oom")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -100,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args) -> int:
     from stbench.budgets import parse_compressions, parse_retentions
     from stbench.data.windows import WindowSpec
+    from stbench.executors import make_executor
     from stbench.runner import Grid, Runner
     from stbench.summary import aggregate_table
 
@@ -118,14 +127,16 @@ def cmd_run(args) -> int:
         retry=tuple(filter(None, (p.strip() for p in args.retry.split(",")))),
     )
     say = None if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    executor = make_executor(args.executor, args.workers, gpus, args.ray_address, args.cell_timeout, say)
     runner = Runner(grid, progress=say)
     try:
-        records = runner.run()
+        records = runner.run(executor)
     finally:
         if runner.counts:
             print(runner.summary(), file=sys.stderr, flush=True)
     print(aggregate_table(records))
-    return 1 if runner.counts.get("failed") else 0
+    return 1 if any(runner.counts.get(s) for s in ("failed", "crashed", "timeout")) else 0
 
 
 def cmd_list(args) -> int:

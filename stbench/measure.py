@@ -26,9 +26,10 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def setup_process() -> None:
-    """Prepare this process for tensor work: a torch thread per usable core, freed pages kept for reuse."""
-    torch.set_num_threads(usable_cpus())
+def setup_process(threads: int | None = None) -> None:
+    """Prepare this process for tensor work: ``threads`` torch threads (default: one per usable core;
+    a worker of a local pool gets its share), freed pages kept for reuse."""
+    torch.set_num_threads(threads or usable_cpus())
     _keep_freed_pages()
 
 

@@ -13,6 +13,16 @@ Guarantees:
   caller asks to retry it); a ``failed`` run is retried and its newer record supersedes the old one.
 * Condensed sets are kept under ``artifacts/`` as plain data (``stbench.safe_io``): loading one never
   runs code, and one that is unreadable or malformed is recomputed.
+
+Concurrent writers (several ``stbench run`` processes, workers, Ray tasks' driver) share a store:
+
+* Appends take a lock made with ``mkdir`` (atomic on local disks and on NFS, unlike ``flock``), so
+  lines never interleave; a lock older than ``LOCK_STALE_S`` is left by a killed process and broken.
+* Before running a cell, a driver claims it: ``claims/<run_id>`` created with ``O_CREAT | O_EXCL``
+  (atomic on NFSv3 and later). A live driver refreshes its claims' mtime every ``CLAIM_TTL_S / 4``;
+  a claim not refreshed for ``CLAIM_TTL_S`` (environment ``STBENCH_CLAIM_TTL``, default 300 s) was
+  left by a killed process and is taken over by renaming it away, which only one taker can do.
+  Clocks of the machines sharing a store must agree to well within the TTL.
 """
 from __future__ import annotations
 
@@ -20,13 +30,19 @@ import hashlib
 import json
 import math
 import os
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from stbench import StoreError, UserError, warn
 from stbench.safe_io import load_plain, save_plain
 
-FINISHED = ("ok", "oom", "incompatible")
-STATUSES = ("ok", "failed", "oom", "incompatible")
+FINISHED = ("ok", "oom", "incompatible", "timeout")       # skipped on a re-run (all but ok: unless retried)
+STATUSES = ("ok", "failed", "oom", "incompatible", "timeout", "crashed")
+LOCK_STALE_S = 60.0
 _REQUIRED = {"run_id": str, "status": str, "dataset": str, "method": str, "seed": int, "model": str,
              "budget_label": str, "time_s": dict}
 
@@ -73,6 +89,10 @@ class ResultStore:
         """Write one record as one line, all or nothing (see the module docstring)."""
         self.root.mkdir(parents=True, exist_ok=True)
         line = (json.dumps(_clean(record), sort_keys=True, default=str) + "\n").encode()
+        with self._locked():
+            self._append_line(line)
+
+    def _append_line(self, line: bytes) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             begin = os.fstat(fd).st_size
@@ -93,11 +113,64 @@ class ResultStore:
             fh.seek(-1, os.SEEK_END)
             return fh.read(1) != b"\n"
 
+    @contextmanager
+    def _locked(self):
+        """Hold the store's append lock (a directory: ``mkdir`` is atomic everywhere)."""
+        lock = self.root / "runs.jsonl.lock"
+        deadline = time.monotonic() + 2 * LOCK_STALE_S
+        while True:
+            try:
+                lock.mkdir()
+                break
+            except FileExistsError:
+                if _age(lock) > LOCK_STALE_S:
+                    _take_away(lock, LOCK_STALE_S)
+                elif time.monotonic() > deadline:
+                    raise StoreError(f"{lock} has been held for over {2 * LOCK_STALE_S:.0f} s; remove it "
+                                     "if no stbench process is running") from None
+                time.sleep(0.01)
+        try:
+            yield
+        finally:
+            lock.rmdir()
+
+    # -- claims: one driver per cell ----------------------------------------------------------------
+    def claim(self, rid: str) -> bool:
+        """Take the cell ``rid`` for this process; False if a live process holds it."""
+        path = self.root / "claims" / rid
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if _age(path) <= claim_ttl():
+                    return False
+                _take_away(path, claim_ttl())    # expired: its owner was killed
+                continue
+            os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}).encode())
+            os.close(fd)
+            return True
+        return False
+
+    def refresh_claims(self, rids) -> None:
+        for rid in rids:
+            try:
+                os.utime(self.root / "claims" / rid)
+            except FileNotFoundError:
+                pass
+
+    def release(self, rid: str) -> None:
+        (self.root / "claims" / rid).unlink(missing_ok=True)
+
     def check_writable(self) -> None:
         """Refuse, before any compute, a results folder that cannot be written."""
         writable_dir(self.root, "--results")
 
-    def records(self) -> list[dict]:
+    def latest(self, rid: str) -> dict | None:
+        """The newest valid record of ``rid`` (re-read now: another process may have written it)."""
+        return next((r for r in self.records(quiet=True) if r["run_id"] == rid), None)
+
+    def records(self, quiet: bool = False) -> list[dict]:
         """Latest valid record per run_id, in first-seen order; invalid lines are skipped with a warning."""
         if not self.path.exists():
             return []
@@ -118,7 +191,7 @@ class ResultStore:
                     skipped.append(f"line {number}: {why}")
                     continue
                 latest[record["run_id"]] = record
-        if skipped:
+        if skipped and not quiet:
             warn(f"skipped {len(skipped)} invalid line(s) of {self.path} ({skipped[0]}"
                  f"{', ...' if len(skipped) > 1 else ''})")
         return list(latest.values())
@@ -141,6 +214,69 @@ class ResultStore:
     def load_artifact(self, key: str) -> dict | None:
         """The plain payload saved under ``key``, or None (missing or unreadable: recompute)."""
         return load_plain(self.artifact_path(key))
+
+
+def claim_ttl() -> float:
+    return float(os.environ.get("STBENCH_CLAIM_TTL", 300))
+
+
+class ClaimKeeper:
+    """Refreshes this process's claims in the background until closed (a killed process stops)."""
+
+    def __init__(self, store: ResultStore):
+        self.store, self.held, self._stop = store, set(), threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(claim_ttl() / 4):
+            self.store.refresh_claims(list(self.held))
+
+    def take(self, rid: str) -> bool:
+        if self.store.claim(rid):
+            self.held.add(rid)
+            return True
+        return False
+
+    def release(self, rid: str) -> None:
+        self.held.discard(rid)
+        self.store.release(rid)
+
+    def close(self) -> None:
+        self._stop.set()
+        for rid in list(self.held):
+            self.release(rid)
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _take_away(path: Path, stale_after: float) -> None:
+    """Remove a stale lock or claim so that only one of several racing takers succeeds.
+
+    Renaming is atomic, so one taker gets the stale entry; a taker that finds it renamed a *fresh*
+    one instead (another taker removed the stale entry and made its own in between) puts it back.
+    """
+    grave = path.with_name(f".{path.name}.stale-{uuid.uuid4().hex[:8]}")
+    try:
+        path.rename(grave)
+    except FileNotFoundError:
+        return                   # another taker won
+    if _age(grave) <= stale_after:
+        try:
+            if grave.is_dir():
+                grave.rename(path) if not path.exists() else grave.rmdir()
+            else:
+                os.link(grave, path)
+                grave.unlink()
+        except OSError:
+            pass
+        return
+    grave.rmdir() if grave.is_dir() else grave.unlink()
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -108,6 +108,7 @@ def test_corrupt_and_nan_datasets_are_rejected_without_losing_results(tmp_path, 
     results = str(tmp_path / "res")
     assert run_cli("run", "--methods", "random", *SMALL, "--results", results) == 0
     before = ResultStore(results).path.read_text()
+    capsys.readouterr()   # the first run's summary line
     folder = tmp_path / "data" / "los-loop"
     folder.mkdir(parents=True)
     values = np.ones((300, 4, 1), np.float32)
@@ -205,7 +206,7 @@ def test_a_reused_setup_stage_is_charged_to_the_condensation_time(tmp_path, monk
 
 def test_records_carry_the_source_commit():
     import stbench
-    from stbench.runner import source_commit, versions
+    from stbench.cell import source_commit, versions
     root = os.path.dirname(stbench.__file__)
     head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True)
     commit = versions(torch.device("cpu"))["commit"]

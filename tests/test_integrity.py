@@ -194,7 +194,7 @@ def test_oom_cells_are_skipped_unless_retried(tmp_path, monkeypatch, capsys):
 
 
 def test_non_finite_test_metrics_are_never_recorded_ok(tmp_path, monkeypatch):
-    import stbench.runner as runner_module
+    import stbench.cell as runner_module
     real_fit = runner_module.fit
 
     def diverging_fit(*args, **kwargs):

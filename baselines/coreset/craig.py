@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from stbench import UserError
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
 from stbench.sources import RealSource
@@ -229,6 +228,8 @@ class OnlineSelection:
 
 @METHODS.register("craig", family="coreset", description="CRAIG: last-layer gradient facility location, online")
 class Craig(Condenser):
+    uses_eval_model = True   # warms up and selects with the evaluation model: its artifact is keyed by it
+
     @dataclass
     class Params:
         warmup_epochs: int = 1       # full-data training of the model before the first selection
@@ -239,9 +240,13 @@ class Craig(Condenser):
 
         def __post_init__(self):
             if self.similarity not in SIMILARITIES:
-                raise UserError(f"craig.similarity {self.similarity!r} must be one of {', '.join(SIMILARITIES)}")
-            if min(self.warmup_epochs, self.reselect_every) < 0 or min(self.warmup_batch, self.grad_batch) < 1:
-                raise UserError("craig: warmup_epochs and reselect_every must be >= 0, batch sizes >= 1")
+                raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)} (got {self.similarity!r})")
+            for name in ("warmup_epochs", "reselect_every"):
+                if getattr(self, name) < 0:
+                    raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
+            for name in ("warmup_batch", "grad_batch"):
+                if getattr(self, name) < 1:
+                    raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
 
     def _select(self, model, source: RealSource, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(window ids, weights of mean 1, raw counts gamma) from ``model``'s last-layer gradients."""
