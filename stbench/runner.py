@@ -132,8 +132,8 @@ class Runner:
             if "split" in spec.defaults:
                 window = dataclasses.replace(window, split=tuple(spec.defaults["split"]))
             window_dict = json.loads(_json(dataclasses.asdict(window)))   # JSON-native, as a spec travels
-            ws = workspace(dataset, _json(self.grid.dataset_options), self.grid.data_dir, _json(window_dict),
-                           str(device or self.device))
+            options = self._dataset_options(dataset)
+            ws = workspace(dataset, _json(options), self.grid.data_dir, _json(window_dict), str(device or self.device))
             train = dataclasses.asdict(train_config(self.grid.preset, spec.defaults, self.grid.train_overrides))
             cells = self._cells()
             self._check_cells(cells, len(ws.train), ws.series.num_locations)
@@ -143,13 +143,24 @@ class Runner:
                       f"{' or zero: zeros count as missing' if ws.series.mask_zeros else '; zeros are values'})")
             for name, budget, seed, model in cells:
                 config = {
-                    "dataset": dataset, "dataset_sha256": ws.data_sha, "dataset_options": self.grid.dataset_options,
+                    "dataset": dataset, "dataset_sha256": ws.data_sha, "dataset_options": options,
                     "window": window_dict, "method": name, "method_params": self.methods[name].param_dict(),
                     "budget": None if budget is None else budget.to_dict(), "seed": seed, "model": model,
                     "preset": self.grid.preset, "train": train, "device": self.device.type,
                 }
                 specs.append(CellSpec(config, self.grid.results, self.grid.data_dir, str(self.device)))
         return specs
+
+    def _dataset_options(self, dataset: str) -> dict:
+        """Size knobs for ``dataset``: ``KNOB=V`` applies to every dataset, ``DATASET.KNOB=V`` to one."""
+        options = {}
+        for key, value in self.grid.dataset_options.items():
+            target, _, knob = key.rpartition(".")
+            if target and target.lower() not in self.datasets:
+                raise UserError(f"--size {key}: dataset {target} is not in --dataset; drop it or add the dataset")
+            if not target or target.lower() == dataset:
+                options[knob] = value
+        return options
 
     def _cells(self) -> list[tuple]:
         """(method, budget, seed, model) in grid order; ``auto`` picks mtgnn-le for bi-dimensional sets."""

@@ -110,3 +110,16 @@ def test_a_claim_left_by_a_killed_driver_expires(tmp_path, monkeypatch):
     monkeypatch.setenv("STBENCH_CLAIM_TTL", "0.2")
     time.sleep(0.4)                                                  # its owner stopped refreshing it
     assert store.claim("cell")
+
+
+def test_one_command_expands_datasets_and_models(tmp_path):
+    g = grid(tmp_path / "res", methods="full,random", seeds=(0,))
+    g.dataset, g.model = "synthetic-traffic,synthetic-weather", "mlp,mtgnn"
+    g.dataset_options = {"synthetic-traffic.locations": 10, "synthetic-traffic.steps": 300,
+                         "synthetic-weather.n_lat": 3, "synthetic-weather.n_lon": 4, "synthetic-weather.steps": 300}
+    specs = Runner(g).plan()
+    cells = [(s.config["dataset"], s.config["method"], s.config["model"]) for s in specs]
+    assert len(cells) == len(set(cells)) == 2 * 2 * 2
+    assert {s.config["dataset_options"]["steps"] for s in specs} == {300}
+    weather = next(s for s in specs if s.config["dataset"] == "synthetic-weather")
+    assert weather.config["dataset_options"] == {"n_lat": 3, "n_lon": 4, "steps": 300}
