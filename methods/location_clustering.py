@@ -130,8 +130,10 @@ def _repair_empty(points, assign, centroids, counts) -> bool:
 def kmeans(points: torch.Tensor, k: int, iterations: int, gen: torch.Generator,
            tol: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(assignment (N,), centroids (k, D) = member means, Lloyd iterations run)."""
-    if k > points.shape[0]:
+    if not 1 <= k <= points.shape[0]:
         raise ValueError(f"cannot form {k} clusters from {points.shape[0]} locations")
+    if iterations < 1:
+        raise ValueError(f"k-means needs iterations >= 1 (got {iterations})")
     centroids = kmeans_pp_init(points, k, gen)
     scale = float((points * points).sum(1).mean()) + 1e-12
     assign = torch.zeros(points.shape[0], dtype=torch.long, device=points.device)

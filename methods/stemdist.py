@@ -91,6 +91,22 @@ class STemDist(Condenser):
         matching_dropout: bool = True  # surrogate in training mode while matching (reference)
         include_1d: bool = False       # 1-D parameters in the gradient distance
 
+        def __post_init__(self):
+            for name in ("outer_iterations", "distill_iterations", "model_epochs", "batch_size"):   # 0: default
+                if getattr(self, name) < 0:
+                    raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
+            for name in ("subsets", "kmeans_iterations"):
+                if getattr(self, name) < 1:
+                    raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+            for name in ("lr_data", "lr_model"):
+                if not getattr(self, name) > 0:
+                    raise ValueError(f"{name} must be > 0 (got {getattr(self, name)})")
+
+    def check(self, num_windows: int, num_locations: int) -> None:
+        if self.params.subsets > num_locations:
+            raise ValueError(f"subsets={self.params.subsets} location subsets cannot be formed from "
+                             f"{num_locations} locations; set subsets <= {num_locations}")
+
     # -- Algorithm 1 ------------------------------------------------------------------------------
     def condense(self, train, budget, ctx) -> CondensedSet:
         p = self.params

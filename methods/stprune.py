@@ -24,7 +24,19 @@ Choices where the paper is open, each a parameter:
   1/(1 - r) is its inverse keep rate and eq. 6 is unbiased in expectation before the correction.
 * ``overflow`` (b): when |S_inf| alone exceeds round(r * n), ``"top"`` (default) keeps the
   round(r * n) highest-scored informative samples and ``"sample"`` a uniform random subset of S_inf;
-  no redundant sample is kept then.
+  no redundant sample is kept then. **So at low retention eq. 5 may never apply.** With the default
+  ``rescale="redundant"``, an overflowing epoch keeps no redundant sample and every kept sample
+  weighs 1: eq. 5 (and with it ``alpha`` and ``eps``) has no effect on it. S_inf holds the samples
+  scoring at least the mean, typically 30-50% of the data, so at r <= 0.3 most or all pruned epochs
+  overflow once every sample has been seen, and ``stprune`` then equals its ablation
+  ``stprune-wo-res`` to the last digit (seen at r = 10%). We keep the choice (the paper keeps S_inf
+  whole and gives no rule for an S_inf larger than the budget; weighting the kept informative samples
+  instead is ``rescale="informative"``), and every run records how often eq. 5 applied: ``report()``
+  gives ``eq5_weighted_visits``, the kept visits over the pruned epochs that carried an eq. 5 weight,
+  ``eq5_weighted_share``, their share of the kept visits over the pruned epochs (0: eq. 5 never
+  applied, the run is in effect the w/o Res. ablation), and ``eq5_weighted_epochs``, the pruned
+  epochs with at least one such visit. In ``stprune-wo-res`` (alpha = 0) the counted weight is the
+  uniform 1/(1 - r).
 * ``spread``: ``"axis"`` (default) takes the standard deviation along each axis and averages it over
   the other (sigma_space = mean over horizon steps of the std over locations); ``"profile"`` takes the
   std of the mean profile (sigma_space = std over locations of the per-location mean error).
@@ -35,6 +47,9 @@ Choices where the paper is open, each a parameter:
   temporal variance of the normalised targets, averaged over (location, target channel) series with
   at least two observed steps (a sample with none gets mean_delta). Normalised units make ``eps``
   comparable across datasets. The paper gives no alpha; the default 0.5 is ours.
+
+Parameter ranges (``0 < delta <= 1``, ``lam >= 0``, ``alpha >= 0``, ``eps > 0`` and the choices above)
+are checked on construction with a ``ValueError`` that the runner reports as one CLI error line.
 """
 from __future__ import annotations
 
@@ -44,7 +59,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stbench import UserError
 from stbench.protocols import Pruner
 from stbench.registry import METHODS
 
@@ -122,10 +136,12 @@ class STPrune(Pruner):
             for name, allowed in (("rescale", ("redundant", "informative")), ("overflow", ("top", "sample")),
                                   ("spread", ("axis", "profile"))):
                 if getattr(self, name) not in allowed:
-                    raise UserError(f"stprune {name} must be one of {', '.join(allowed)}, "
-                                    f"got {getattr(self, name)!r}")
-            if not 0 < self.delta <= 1 or self.lam < 0 or self.alpha < 0 or self.eps <= 0:
-                raise UserError("stprune needs 0 < delta <= 1, lam >= 0, alpha >= 0 and eps > 0")
+                    raise ValueError(f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
+            for name, ok, rule in (("delta", lambda v: 0 < v <= 1, "in (0, 1]"), ("lam", lambda v: v >= 0, ">= 0"),
+                                   ("alpha", lambda v: v >= 0, ">= 0"), ("eps", lambda v: v > 0, "> 0")):
+                value = getattr(self, name)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+                    raise ValueError(f"{name} must be {rule} (got {value})")
 
     def start(self, num_samples, budget, ctx) -> None:
         super().start(num_samples, budget, ctx)
@@ -134,6 +150,7 @@ class STPrune(Pruner):
         self.intensity_mean = float(self.intensity.mean())
         self.keep = max(1, round(budget.ratio * num_samples))
         self.visits: list[tuple[bool, int]] = []   # (pruned epoch?, samples visited)
+        self.eq5_visits: list[int] = []            # per pruned epoch: kept samples carrying eq. 5 weights
 
     def _intensity(self, num_samples: int) -> np.ndarray:
         """delta_i for every training window, streamed once over the training split (eq. 5)."""
@@ -159,8 +176,10 @@ class STPrune(Pruner):
         kept_red = self.ctx.rng.choice(red_ids, size=self.keep - len(kept_inf), replace=False)
         if self.params.rescale == "redundant":
             weights = (np.ones(len(kept_inf)), self._rescaled(kept_red, len(red_ids)))
+            self.eq5_visits.append(len(kept_red))     # 0 when S_inf overflows the budget: no eq. 5 at all
         else:
             weights = (self._rescaled(kept_inf, len(inf_ids)), np.ones(len(kept_red)))
+            self.eq5_visits.append(len(kept_inf))
         ids, w = np.concatenate([kept_inf, kept_red]), np.concatenate(weights)
         order = np.argsort(ids)
         self.visits.append((True, len(ids)))
@@ -196,10 +215,15 @@ class STPrune(Pruner):
         self.scores[np.asarray(ids)] = score.cpu().double().numpy()
 
     def report(self) -> dict:
-        """Retention over the pruned epochs (the target applies there) and the epoch counts."""
+        """Retention over the pruned epochs (the target applies there), the epoch counts, and how often
+        eq. 5 applied: kept visits over the pruned epochs that carried an eq. 5 weight, their share of
+        the kept visits over the pruned epochs, and the pruned epochs with at least one (decision (b))."""
         pruned = [v for p, v in self.visits if p]
+        eq5 = int(sum(self.eq5_visits))
         return {"pruned_epochs": len(pruned), "annealed_epochs": len(self.visits) - len(pruned),
-                "retention_pruned_epochs": sum(pruned) / (len(pruned) * self.num_samples) if pruned else None}
+                "retention_pruned_epochs": sum(pruned) / (len(pruned) * self.num_samples) if pruned else None,
+                "eq5_weighted_visits": eq5, "eq5_weighted_share": eq5 / sum(pruned) if sum(pruned) else None,
+                "eq5_weighted_epochs": int(sum(1 for v in self.eq5_visits if v > 0))}
 
 
 @METHODS.register("stprune-wo-stc", family="pruning", description="ST-Prune ablation: score = mean error only")

@@ -166,7 +166,7 @@ class Workspace:
         return {
             "run_id": spec.run_id, "status": "running", "error": None, "started_at": _now(),
             "dataset": c["dataset"], "dataset_sha256": self.data_sha, "dataset_shape": list(data.shape),
-            "mask_zeros": self.series.mask_zeros, "masked_target_share": getattr(self.series, "masked_target_share", None),  # TEMP until windows.py has it
+            "mask_zeros": self.series.mask_zeros, "masked_target_share": self.series.masked_target_share,
             "split_windows": {k: len(v) for k, v in self.series.starts.items()},
             "method": c["method"], "family": METHODS.entry(c["method"]).family,
             "method_kind": METHODS.get(c["method"]).kind, "method_params": c["method_params"],

@@ -139,7 +139,7 @@ class Runner:
             self._check_cells(cells, len(ws.train), ws.series.num_locations)
             data = ws.series.data
             self._say(f"{dataset}: {data.shape[0]} steps x {data.shape[1]} locations x {data.shape[2]} channels; "
-                      f"{100 * getattr(ws.series, 'masked_target_share', float('nan')):.1f}% of target readings masked (missing"
+                      f"{100 * ws.series.masked_target_share:.1f}% of target readings masked (missing"
                       f"{' or zero: zeros count as missing' if ws.series.mask_zeros else '; zeros are values'})")
             for name, budget, seed, model in cells:
                 config = {

@@ -19,7 +19,8 @@ def tiny_data(steps: int = 240, locations: int = 8, channels: int = 2, missing: 
     values = (50 + 10 * np.sin(2 * np.pi * t / 24 + phase) + rng.normal(0, 1, (steps, locations, channels)))
     mask = rng.random(values.shape) >= missing
     values = np.where(mask, values, 0.0).astype(np.float32)
-    return STData(values=values, mask=mask, meta={"name": "tiny", "channels": ["a", "b"][:channels]})
+    return STData(values=values, mask=mask,
+                  meta={"name": "tiny", "channels": ["a", "b"][:channels], "mask_zeros": True})
 
 
 @pytest.fixture

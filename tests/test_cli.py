@@ -114,7 +114,7 @@ def test_corrupt_and_nan_datasets_are_rejected_without_losing_results(tmp_path, 
     values = np.ones((300, 4, 1), np.float32)
     values[5, 1, 0] = np.nan
     np.save(folder / "data.npy", values)
-    (folder / "meta.json").write_text(json.dumps({"name": "los-loop", "shape": [300, 4, 1]}))
+    (folder / "meta.json").write_text(json.dumps({"name": "los-loop", "shape": [300, 4, 1], "mask_zeros": True}))
     base = ["run", "--dataset", "los-loop", "--data-dir", str(tmp_path / "data"), "--results", results]
     assert run_cli(*base) == 2
     assert "NaN" in _one_line_error(capsys)

@@ -52,20 +52,103 @@ def test_kcenter_never_repeats_a_row_among_duplicates():
     assert sorted(kcenter_greedy(points, 6, first=2).tolist()) == list(range(6))
 
 
-def test_herding_on_a_symmetric_set_starts_at_the_mean():
-    values = torch.tensor([[2.0], [-1.0], [1.0], [0.0], [-2.0]])
-    picks = herding(values, 5).tolist()
-    assert picks[0] == 3 and sorted(picks) == list(range(5))
+def brute_force_herding(features: torch.Tensor, k: int) -> list[int]:
+    """Welling's greedy written out: step t takes the unchosen row that brings the mean of the chosen
+    rows closest to the full mean (float64, one candidate at a time; ties to the lowest id)."""
+    f = features.double()
+    mu, chosen = f.mean(dim=0), []
+    for _ in range(k):
+        best, best_gap = None, None
+        for i in range(len(f)):
+            if i in chosen:
+                continue
+            gap = float((f[chosen + [i]].mean(dim=0) - mu).norm())
+            if best_gap is None or gap < best_gap - 1e-12:
+                best, best_gap = i, gap
+        chosen.append(best)
+    return chosen
+
+
+def test_herding_balances_the_running_mean_instead_of_ranking_by_distance_to_it():
+    # mean 0. Ranking by |f - mean| gives 0, 1, 2, 3, 4. Herding: 0.1 first; then -0.3 (running mean
+    # -0.1) beats 0.2 (running mean 0.15); then 0.2 (mean 0); then 3.0 and -3.0 tie, the lowest id first.
+    values = torch.tensor([[0.1], [0.2], [-0.3], [3.0], [-3.0]])
+    by_distance = (values - values.mean()).abs().squeeze(1).argsort().tolist()
+    assert by_distance == [0, 1, 2, 3, 4]
+    assert herding(values, 5).tolist() == [0, 2, 1, 3, 4]
+    assert herding(values, 2).tolist() == [0, 2]            # a different set, not only a different order
+
+
+def test_herding_equals_a_brute_force_greedy_on_features_of_unequal_norms():
+    gen = torch.Generator().manual_seed(4)
+    features = torch.randn(40, 5, generator=gen) * torch.rand(40, 1, generator=gen).mul(3).add(0.2)
+    expected = brute_force_herding(features, 15)
+    assert herding(features, 15).tolist() == expected
+    mean = features.mean(dim=0)
+    assert herding(features, 15).tolist() != (features - mean).norm(dim=1).argsort()[:15].tolist()
+
+
+def test_herding_method_selects_the_greedy_answer_on_window_features(series):
+    train = series.split("train")
+    condensed = METHODS.get("herding").make({}).condense(train, Compression(0.05), make_ctx(series, 0))
+    features = window_features(train, np.random.default_rng(0), 8.0)
+    m = Compression(0.05).sizes(len(train), series.num_locations, bidimensional=False)[0]
+    assert condensed.indices.tolist() == brute_force_herding(features, m)
+
+
+def brute_force_facility_location(points: torch.Tensor, k: int) -> tuple[list[int], list[int]]:
+    """CRAIG's greedy written out on Euclidean distances: each step takes the candidate that lowers
+    L(S) = sum_i min(c, min_{j in S} d_ij) the most (c bounds every distance: an auxiliary element),
+    then gamma_j = how many points have j as their nearest pick."""
+    d = torch.cdist(points.double(), points.double())
+    nearest_d, chosen = torch.full((len(points),), float(d.max()) + 1.0, dtype=torch.float64), []
+    for _ in range(k):
+        cost = torch.minimum(nearest_d[:, None], d).sum(dim=0)     # L(S + {j}) for every candidate j
+        cost[chosen] = torch.inf
+        chosen.append(int(cost.argmin()))                          # ties: the lowest id
+        nearest_d = torch.minimum(nearest_d, d[:, chosen[-1]])
+    nearest = d[:, chosen].argmin(dim=1)
+    return chosen, torch.bincount(nearest, minlength=k).tolist()
 
 
 @pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
-def test_craig_picks_one_per_duplicate_group_weighted_by_its_size(similarity):
-    groups = torch.eye(4)[:3] * torch.tensor([[1.0], [2.0], [3.0]])
-    grads = groups.repeat_interleave(5, dim=0)[torch.randperm(15, generator=torch.Generator().manual_seed(0))]
-    picks, counts = facility_location(grads, 3, similarity)
-    group_of = grads.argmax(dim=1)
-    assert sorted(group_of[picks].tolist()) == [0, 1, 2]
-    assert counts.tolist() == [5, 5, 5]
+def test_craig_weights_are_the_sizes_of_the_clusters_its_picks_represent(similarity):
+    """Clusters of 6, 3 and 1 points along three directions: one pick each, largest first, and each
+    pick weighs as many points as its cluster holds (not k equal shares, not a constant)."""
+    gen = torch.Generator().manual_seed(0)
+    sizes = [6, 3, 1]
+    centres = torch.eye(5)[:3] * torch.tensor([[2.0], [1.0], [3.0]])
+    cluster = torch.tensor(sum(([c] * s for c, s in enumerate(sizes)), []))
+    points = centres[cluster] + 0.02 * torch.randn(len(cluster), 5, generator=gen)
+    order = torch.randperm(len(points), generator=gen)
+    points, cluster = points[order], cluster[order]
+    picks, counts = facility_location(points, 3, similarity)
+    assert cluster[picks].tolist() == [0, 1, 2]             # greedy order: the largest gain first
+    assert counts.tolist() == sizes
+
+
+def test_craig_greedy_prefers_dense_regions_where_kcenter_takes_the_outlier():
+    """Ten points near 0, five near 10, one at 30 (on a line). With k = 2, facility location picks the
+    two dense groups (gain 5 x 10 beats 1 x 30); K-Center from a point near 0 takes the outlier. The
+    outlier is nearest to the pick near 10, so the weights are 10 and 6."""
+    gen = torch.Generator().manual_seed(0)
+    points = torch.cat([torch.zeros(10, 1), torch.full((5, 1), 10.0), torch.full((1, 1), 30.0)])
+    points = points + 0.01 * torch.randn(16, 1, generator=gen)
+    picks, counts = facility_location(points, 2)
+    assert [round(float(points[j]) / 10) for j in picks.tolist()] == [0, 1]
+    assert counts.tolist() == [10, 6]
+    assert kcenter_greedy(points, 2, first=int(picks[0])).tolist()[1] == 15
+    medoid = int(torch.cdist(points, points).sum(dim=1).argmin())
+    assert int(picks[0]) == medoid                            # the first pick is the 1-medoid
+
+
+def test_craig_greedy_equals_a_brute_force_greedy_on_random_gradients():
+    gen = torch.Generator().manual_seed(1)
+    grads = torch.randn(60, 4, generator=gen, dtype=torch.float64) * torch.rand(60, 1, generator=gen,
+                                                                                dtype=torch.float64).mul(2)
+    picks, counts = facility_location(grads, 8)
+    expected_picks, expected_counts = brute_force_facility_location(grads, 8)
+    assert picks.tolist() == expected_picks and counts.tolist() == expected_counts
 
 
 def test_lazy_greedy_equals_plain_greedy():
@@ -122,8 +205,21 @@ def test_same_seed_same_selection_and_exact_budget(series, name):
         np.testing.assert_array_equal(first.locations, second.locations)
     if first.sample_weight is not None:
         torch.testing.assert_close(first.sample_weight, second.sample_weight)
-        assert float(first.sample_weight.mean()) == pytest.approx(1.0)
-        assert sum(first.info["gamma"]) == len(train)
+
+
+def test_craig_condense_picks_the_facility_location_set_of_its_models_gradients(series):
+    """Without warm-up CRAIG selects with the freshly built evaluation model: rebuild that model, take
+    its last-layer gradients, and the picks, the counts gamma (windows whose nearest pick each one is)
+    and the weights (gamma scaled to mean 1) must be those of the brute-force greedy."""
+    train, budget = series.split("train"), Compression(0.05)
+    condensed = METHODS.get("craig").make({"warmup_epochs": 0}).condense(train, budget, make_ctx(series, 3))
+    model = make_ctx(series, 3).model_factory(series.num_locations)    # same seed: the same initial model
+    grads = last_layer_gradients(model, RealSource(train), batch_size=32)
+    k = budget.sizes(len(train), series.num_locations, bidimensional=False)[0]
+    picks, counts = brute_force_facility_location(grads, k)
+    assert condensed.indices.tolist() == picks
+    assert condensed.info["gamma"] == counts and len(set(counts)) > 1    # unequal weights
+    np.testing.assert_allclose(condensed.sample_weight.numpy(), np.array(counts) * k / len(train), rtol=1e-6)
 
 
 def test_craig_reselects_with_the_model_being_trained(series):
@@ -160,4 +256,3 @@ def test_coresets_run_through_the_harness(tmp_path):
     assert records["stemdist-kcenter"]["reduced_shape"][2] < 12
     craig = records["craig"]
     assert craig["visits_per_epoch"] == [craig["reduced_shape"][0]] * 2
-    assert sum(craig["condense_info"]["gamma"]) == craig["split_windows"]["train"]

@@ -112,7 +112,7 @@ def _write_release(folder: Path, series: np.ndarray, seq_len=4, horizon=3, fy=No
 def test_release_round_trip(tmp_path, compressed):
     series = np.random.default_rng(0).normal(size=(61, 5, 2)).astype(np.float32)
     bounds = _write_release(tmp_path, series, compressed=compressed)
-    data = prepare_release(tmp_path, target_name="flow")
+    data = prepare_release(tmp_path, target_name="flow", mask_zeros=True)
     assert data.values.shape == series.shape and data.mask is None
     assert np.array_equal(data.values, series)
     assert data.meta["source_split_windows"] == {k: hi - lo for k, (lo, hi) in bounds.items()}
@@ -124,13 +124,13 @@ def test_release_streams_in_small_blocks(tmp_path, monkeypatch):
     monkeypatch.setattr("stbench.data.prepare._CHUNK_BYTES", 200)   # a window or two per block
     series = np.random.default_rng(6).normal(size=(70, 4, 2)).astype(np.float32)
     _write_release(tmp_path, series, seq_len=3, horizon=5)
-    assert np.array_equal(prepare_release(tmp_path).values, series)
+    assert np.array_equal(prepare_release(tmp_path, mask_zeros=False).values, series)
 
 
 def test_release_target_only_in_y_masks_the_unknown_tail(tmp_path):
     series = np.random.default_rng(1).normal(size=(40, 3, 2)).astype(np.float32)
     _write_release(tmp_path, series, seq_len=5, horizon=4, fy=1)
-    data = prepare_release(tmp_path)
+    data = prepare_release(tmp_path, mask_zeros=False)
     assert np.array_equal(data.values[..., 0], series[..., 0])
     assert np.array_equal(data.values[:-4, :, 1], series[:-4, :, 1])
     assert not data.mask[-4:, :, 1].any() and data.mask[:-4].all() and data.mask[..., 0].all()
@@ -140,7 +140,7 @@ def test_release_nan_becomes_missing(tmp_path):
     series = np.random.default_rng(2).normal(size=(30, 3, 1)).astype(np.float32)
     series[7, 1, 0] = np.nan
     _write_release(tmp_path, series)
-    data = prepare_release(tmp_path)
+    data = prepare_release(tmp_path, mask_zeros=False)
     assert not data.mask[7, 1, 0] and data.values[7, 1, 0] == 0 and data.mask.sum() == data.mask.size - 1
 
 
@@ -152,7 +152,7 @@ def test_release_rejects_shuffled_windows(tmp_path):
     order = np.random.default_rng(0).permutation(len(x))
     np.savez(tmp_path / "train.npz", x=x[order], y=y[order])
     with pytest.raises(UserError, match="stride-1"):
-        prepare_release(tmp_path)
+        prepare_release(tmp_path, mask_zeros=False)
 
 
 def test_release_rejects_a_gap_between_splits(tmp_path):
@@ -161,7 +161,7 @@ def test_release_rejects_a_gap_between_splits(tmp_path):
     with np.load(tmp_path / "val.npz") as npz:
         np.savez(tmp_path / "val.npz", x=npz["x"][1:], y=npz["y"][1:])
     with pytest.raises(UserError, match="does not continue train.npz"):
-        prepare_release(tmp_path)
+        prepare_release(tmp_path, mask_zeros=False)
 
 
 def test_release_rejects_a_target_that_is_not_channel_zero(tmp_path):
@@ -171,16 +171,16 @@ def test_release_rejects_a_target_that_is_not_channel_zero(tmp_path):
         with np.load(tmp_path / f"{split}.npz") as npz:
             np.savez(tmp_path / f"{split}.npz", x=npz["x"], y=npz["y"][..., ::-1])
     with pytest.raises(UserError, match="channel 0"):
-        prepare_release(tmp_path)
+        prepare_release(tmp_path, mask_zeros=False)
 
 
 def test_release_missing_or_corrupt_files(tmp_path):
     with pytest.raises(UserError, match="train.npz not found"):
-        prepare_release(tmp_path)
+        prepare_release(tmp_path, mask_zeros=False)
     _write_release(tmp_path, np.zeros((30, 2, 1), np.float32))
     (tmp_path / "val.npz").write_bytes(b"not a zip file")
     with pytest.raises(UserError, match="val.npz") as info:
-        prepare_release(tmp_path)
+        prepare_release(tmp_path, mask_zeros=False)
     assert "\n" not in str(info.value)
 
 

@@ -251,13 +251,248 @@ def test_datm_shape_soft_targets_reuse_and_determinism(series, tmp_path, monkeyp
     _same(a, b)
 
 
+def _datm_initial_set(series, tmp_path, **params):
+    """DATM's initial synthetic set (before any distillation step) and its info."""
+    ctx = make_context(series, 3)
+    train = series.split("train")
+    method = DATM.make(_mtt_params(tmp_path, **params))
+    view, m_s = method.view(train, BUDGET, ctx)
+    info = {}
+    buffers = method.experts(view, 1, ctx, info)
+    student = mtt_module.trajectories.FlatModel(ctx.model_factory(6, "mtgnn"))
+    student.model.eval()
+    x, y = method.initial_set(view, m_s, buffers, student, ctx, info)
+    return x, y, info
+
+
 def test_datm_soft_targets_are_expert_predictions_and_can_be_turned_off(series, tmp_path):
     train = series.split("train")
-    frozen = {"lr_data": 0.0}                               # the set stays at its initialisation
-    soft = DATM.make(_mtt_params(tmp_path, **frozen)).condense(train, BUDGET, make_context(series, 3))
-    real = DATM.make(_mtt_params(tmp_path, soft_targets=False, **frozen)).condense(train, BUDGET,
-                                                                                   make_context(series, 3))
-    assert soft.info["init_ids"] == real.info["init_ids"]
-    _, y_real, mask = real_batch(train, np.array(real.info["init_ids"]))
-    torch.testing.assert_close(real.y, y_real.masked_fill(~mask, 0.0))
-    assert not torch.allclose(soft.y, real.y)
+    _, soft_y, soft = _datm_initial_set(series, tmp_path)
+    _, real_y, real = _datm_initial_set(series, tmp_path, soft_targets=False)
+    assert soft["init_ids"] == real["init_ids"]
+    _, y_real, mask = real_batch(train, np.array(real["init_ids"]))
+    torch.testing.assert_close(real_y, y_real.masked_fill(~mask, 0.0))
+    assert not torch.allclose(soft_y, real_y)
+
+
+# --- expert cache: key, safety, validation ---------------------------------------------------------
+
+import dataclasses  # noqa: E402
+
+from baselines.distill import trajectories  # noqa: E402
+from stbench.safe_io import load_plain, save_plain  # noqa: E402
+
+
+def _expert_path(method, series, ctx, tmp_path):
+    view, _ = method.view(series.split("train"), BUDGET, ctx)
+    return trajectories.cache_path(str(tmp_path), method.expert_key(view, ctx))
+
+
+def test_mtt_expert_key_depends_on_the_device(series, tmp_path):
+    method = MTT.make(_mtt_params(tmp_path))
+    cpu = make_context(series, 3)
+    cuda = dataclasses.replace(cpu, device=torch.device("cuda"))   # the key only, nothing runs there
+    view, _ = method.view(series.split("train"), BUDGET, cpu)
+    assert method.expert_key(view, cpu)["device"] == "cpu" and method.expert_key(view, cuda)["device"] == "cuda"
+    assert _expert_path(method, series, cpu, tmp_path) != _expert_path(method, series, cuda, tmp_path)
+
+
+class _Exploit:
+    """Unpickling this (``weights_only=False``) opens ``path`` for writing: a stand-in for any code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+CHEAP_EXPERTS = {"expert_train_epochs": 1, "expert_epochs": 1, "iterations": 1, "syn_steps": 1}
+
+
+def test_a_crafted_expert_cache_never_runs_and_is_rebuilt(series, tmp_path, capsys):
+    train = series.split("train")
+    method = MTT.make(_mtt_params(tmp_path, **CHEAP_EXPERTS))
+    path = _expert_path(method, series, make_context(series, 3), tmp_path)
+    marker = tmp_path / "pwned"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"trajectories": _Exploit(marker), "build_s": 1.0}, path)
+    torch.load(path, weights_only=False)                   # the file really is an exploit ...
+    assert marker.exists()
+    marker.unlink()
+    out = method.condense(train, BUDGET, make_context(series, 3))
+    assert not marker.exists()                            # ... that the cache never runs
+    assert out.info["experts_reused"] is False and "ignoring unreadable cache file" in capsys.readouterr().err
+    assert trajectories.valid_buffers(load_plain(path), 1, 2) == ""   # rebuilt in place, as plain data
+    again = method.condense(train, BUDGET, make_context(series, 3))
+    assert again.info["experts_reused"] is True           # and reused from then on, with the same result
+    _same(out, again)
+
+
+@pytest.mark.parametrize("garbage", [
+    {"trajectories": 3},
+    {"trajectories": [[torch.zeros(2, 3)] * 2], "build_s": 1.0},             # 2-D snapshots
+    {"trajectories": [[torch.zeros(5)] * 2], "build_s": 1.0},                # wrong parameter count
+    {"trajectories": [[torch.zeros(5)] * 3], "build_s": 1.0},                # wrong trajectory length
+], ids=["int", "2d", "params", "length"])
+def test_a_garbage_but_loadable_expert_cache_is_rebuilt(series, tmp_path, capsys, garbage):
+    method = MTT.make(_mtt_params(tmp_path, **CHEAP_EXPERTS))
+    path = _expert_path(method, series, make_context(series, 3), tmp_path)
+    save_plain(path, garbage)
+    out = method.condense(series.split("train"), BUDGET, make_context(series, 3))
+    assert out.info["experts_reused"] is False and "invalid expert cache" in capsys.readouterr().err
+    assert trajectories.valid_buffers(load_plain(path), 1, 2) == ""
+
+
+def test_expert_cache_validation_names_the_problem():
+    good = {"trajectories": [[torch.zeros(4), torch.ones(4)]], "build_s": 0.5}
+    assert trajectories.valid_buffers(good, 1, 2, 4) == ""
+    assert "no list" in trajectories.valid_buffers({"trajectories": 3})
+    assert "build time" in trajectories.valid_buffers({**good, "build_s": float("nan")})
+    assert "2 trajectories" in trajectories.valid_buffers({**good, "trajectories": good["trajectories"] * 2}, 1)
+    assert "parameters" in trajectories.valid_buffers(good, 1, 2, 5)
+    bad = {**good, "trajectories": [[torch.zeros(4), torch.full((4,), float("inf"))]]}
+    assert "non-finite" in trajectories.valid_buffers(bad)
+
+
+# --- parameters: only stemdist-mtt clusters; ranges; data-dependent limits -------------------------
+
+from stbench import UserError  # noqa: E402
+from stbench.cli import main  # noqa: E402
+from stbench.runner import make_method  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["mtt", "datm"])
+@pytest.mark.parametrize("param", ["clustering", "kmeans_iterations"])
+def test_only_stemdist_mtt_takes_clustering_parameters(name, param):
+    value = {"clustering": False, "kmeans_iterations": 5}[param]
+    with pytest.raises(UserError, match=f"has no parameter {param!r}"):
+        make_method(name, {f"{name}.{param}": value})
+    assert param not in make_method(name, {}).param_dict()
+    assert make_method("stemdist-mtt", {f"stemdist-mtt.{param}": value}).param_dict()[param] == value
+
+
+@pytest.mark.parametrize("cls, params, message", [
+    (DC, {"lr_data": -1}, "lr_data must be > 0 (got -1)"),
+    (DC, {"outer_iterations": -2}, "outer_iterations must be >= 0 (got -2)"),
+    (DM, {"label_mode": "soft"}, "label_mode must be one of teacher, learned (got 'soft')"),
+    (DM, {"teacher_lr": 0.0}, "teacher_lr must be > 0 (got 0.0)"),
+    (IDM, {"queue_init": 0}, "queue_init must be >= 1 (got 0)"),
+    (IDM, {"queue_init": 4, "queue_size": 3}, "queue_size must be >= 4 (got 3)"),
+    (IDM, {"lr_real": -1e-3}, "lr_real must be > 0 (got -0.001)"),
+    (FRePo, {"pool_size": 0}, "pool_size must be >= 1 (got 0)"),
+    (FRePo, {"krr_lambda": 0.0}, "krr_lambda must be > 0 (got 0.0)"),
+    (MTT, {"syn_steps": 0}, "syn_steps must be >= 1 (got 0)"),
+    (MTT, {"expert_seed": -2}, "expert_seed must be >= -1 (got -2)"),
+    (MTT, {"expert_train_epochs": 3, "expert_epochs": 4}, "expert_epochs must be <= expert_train_epochs (3)"),
+    (MTT, {"lr_teacher": float("nan")}, "lr_teacher must be > 0 (got nan)"),
+    (DATM, {"init_quantile": 1.5}, "init_quantile must be in (0, 1] (got 1.5)"),
+    (DATM, {"ratio_low": 0.1, "ratio_high": 0.01}, "ratio_high must be > ratio_low (0.1)"),
+    (DATM, {"lr_data": 0.0}, "lr_data must be > 0 (got 0.0)"),             # inherited from MTT
+    (STemDistMTT, {"kmeans_iterations": 0}, "kmeans_iterations must be >= 1 (got 0)"),
+])
+def test_out_of_range_parameters_are_refused_on_construction(cls, params, message):
+    with pytest.raises(ValueError) as err:
+        cls.make(params)
+    assert str(err.value).startswith(message)
+
+
+def test_every_default_and_preset_sentinel_is_accepted():
+    for cls in (DC, DM, IDM, FRePo, MTT, DATM, STemDistMTT):
+        cls.make({})
+    MTT.make({"lr_lr": 0.0, "syn_lr_init": 0.0, "expert_seed": -1})         # fixed student lr; run-seeded experts
+
+
+@pytest.mark.parametrize("cls, param", [(DC, "batch_size"), (DM, "batch_size"), (IDM, "batch_size"),
+                                        (FRePo, "batch_size"), (MTT, "expert_batch"), (DATM, "expert_batch")])
+def test_a_batch_larger_than_the_training_windows_is_refused_before_any_compute(cls, param):
+    cls.make({param: 100}).check(100, 6)
+    cls.make({}).check(10, 6)                                               # 0: the default, clipped to the data
+    with pytest.raises(ValueError, match=f"{param} 101 exceeds the 100 training windows"):
+        cls.make({param: 101}).check(100, 6)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("dc.lr_data=-1", "stbench: error: method dc: lr_data must be > 0 (got -1.0)"),
+    ("dm.batch_size=100000", "stbench: error: method dm: batch_size 100000 exceeds the"),
+])
+def test_bad_parameters_stop_the_cli_with_one_line(tmp_path, capsys, setting, message):
+    method = setting.split(".")[0]
+    code = main(["run", "--methods", method, "--dataset", "synthetic-traffic", "--size", "locations=6,steps=300",
+                 "--set", setting, "--quiet", "--results", str(tmp_path / "res")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.splitlines()[-1].startswith(message)
+    assert not (tmp_path / "res" / "runs.jsonl").exists() or (tmp_path / "res" / "runs.jsonl").read_text() == ""
+
+
+# --- fidelity notes: reference flags, IDM's lr_real ------------------------------------------------
+
+def test_dc_and_frepo_learning_rates_name_the_reference_flags_they_correspond_to():
+    from baselines.distill import dc, frepo
+    for module in (dc, frepo):
+        doc = " ".join(module.__doc__.split())
+        assert "``lr_data`` is" in doc or "is our ``lr_data``" in doc, module.__name__
+        assert "-lrf`` (``lr_feat``" in doc and "-lrs`` (``lr_syn``" in doc, module.__name__
+    assert "reference -lrs 1e-2" not in dc.__doc__ and "-lrf 1e-3 -lrs 1e-2" in " ".join(dc.__doc__.split())
+
+
+def test_idm_queue_models_train_at_the_reference_lr_real(series):
+    method = IDM.make({"iterations": 1, "teacher_epochs": 1, "train_steps": 1, "queue_init": 2, "queue_size": 3})
+    assert method.params.lr_real == 1e-2                                    # the reference's -lrr 1e-2
+    method.condense(series.split("train"), BUDGET, make_context(series, 0))
+    assert all(opt.param_groups[0]["lr"] == 1e-2 for _, opt in method.queue)
+
+
+# --- stemdist-mtt: cluster weights in every objective ---------------------------------------------
+
+def _clustered_mtt(tmp_path, series, **extra):
+    ctx = make_context(series, 0)
+    method = STemDistMTT.make(_mtt_params(tmp_path, kmeans_iterations=20, expert_train_epochs=1,
+                                          expert_epochs=1, **extra))
+    view, m_s = method.view(series.split("train"), Compression(0.05), ctx)
+    return method, view, m_s, ctx
+
+
+def test_stemdist_mtt_student_and_expert_losses_use_the_cluster_weights(series, tmp_path):
+    method, view, m_s, ctx = _clustered_mtt(tmp_path, series)
+    n, clusters = view.n, view.location_weight
+    assert n >= 2 and clusters.shape == (n,)
+    skewed = torch.linspace(1.0, 5.0, n)
+    uniform = torch.full((n,), 1.0 / n)
+
+    # the student's loss: location i's squared error counts w_i / mean(w) times
+    pred, y = torch.randn(3, 12, n, 1), torch.randn(3, 12, n, 1)
+    w = (skewed / skewed.mean()).view(1, 1, n, 1)
+    torch.testing.assert_close(method.student_loss(pred, y, skewed), ((pred - y) ** 2 * w).mean())
+    torch.testing.assert_close(method.student_loss(pred, y, uniform), ((pred - y) ** 2).mean())
+
+    # ... inside the trajectory loss
+    student = trajectories.FlatModel(ctx.model_factory(n, "mtgnn-le"))
+    student.model.eval()
+    theta0 = student.flat()
+    target = theta0 + 0.01 * torch.randn(theta0.shape, generator=torch.Generator().manual_seed(0))
+    x_s, y_s = method.initial_set(view, 3, None, student, ctx, {})
+
+    def loss(weights):
+        view.location_weight = weights
+        return method.trajectory_loss(student, theta0, target, x_s, y_s, torch.tensor(0.01), view,
+                                      make_context(series, 0)).item()
+    assert loss(skewed) != pytest.approx(loss(uniform), rel=1e-6)
+
+    # ... and in the experts' training
+    def expert(weights):
+        view.location_weight = weights
+        return method.build_experts(view, 1, ctx)[0][-1]
+    assert not torch.allclose(expert(skewed), expert(uniform))
+    torch.testing.assert_close(expert(uniform), expert(None))               # unit weights change nothing
+    view.location_weight = clusters
+    assert method.expert_key(view, ctx)["loss"] == "location-weighted mse"
+    assert MTT.make({}).expert_key(mtt_module.RealView(series.split("train")), ctx)["loss"] == "mse"
+
+
+def test_weighted_masked_mse_leaves_unobserved_entries_out():
+    pred, y = torch.zeros(1, 2, 3, 1), torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).view(1, 2, 3, 1)
+    mask = torch.tensor([True, True, False, True, True, True]).view(1, 2, 3, 1)
+    w = torch.tensor([1.0, 2.0, 3.0])                                      # mean 2: factors 0.5, 1, 1.5
+    expected = (0.5 * 1 + 1 * 4 + 0.5 * 16 + 1 * 25 + 1.5 * 36) / 5
+    assert trajectories.weighted_masked_mse(pred, y, mask, w).item() == pytest.approx(expected)

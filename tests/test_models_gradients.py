@@ -38,6 +38,10 @@ def test_every_gradient_matches_a_float64_evaluation(name):
     grads = input_gradients(model, x, loc)
     grads64 = input_gradients(model64, x.double(), loc.double())
     names = ["input"] + [n for n, _ in model.named_parameters()]
+    # A gradient that is zero in exact arithmetic (the key bias of softmax attention shifts every score
+    # of a query equally) is float32 rounding noise against float64's: measure it against the model's
+    # largest gradient instead of its own.
+    floor = 1e-6 * max(float(g.abs().max()) for g in grads64)
     for param, grad, grad64 in zip(names, grads, grads64, strict=True):
-        error = (grad.double() - grad64).abs().max() / grad64.abs().max().clamp_min(1e-12)
+        error = (grad.double() - grad64).abs().max() / grad64.abs().max().clamp_min(max(floor, 1e-12))
         assert error < 1e-3, f"{name}.{param}: relative gradient error {error:.1e}"

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods.stprune import STPrune, complexity_score, temporal_variance
-from stbench import UserError
+from methods.stprune import STPrune, complexity_score, pruned_epoch_count, temporal_variance
 from stbench.budgets import Retention
 from stbench.cli import main
 from stbench.data.catalog import load_dataset
@@ -187,6 +186,83 @@ def test_without_rescaling_the_weights_are_the_uniform_inverse_keep_rate(series)
     np.testing.assert_allclose(w[ids % 2 == 1], (n - math.ceil(n / 2)) / kept_red, rtol=1e-6)
 
 
+# --- ST-Prune at low retention: when eq. 5 applies, and the record of it ------------------------------
+
+@pytest.mark.parametrize("ratio", [0.1, 0.3])
+def test_at_low_retention_an_overflowing_informative_set_carries_no_eq5_weight(series, ratio):
+    """Half the samples are informative, more than r <= 0.3 of them fit: overflow="top" keeps only
+    informative samples at weight 1, so eq. 5 never applies and ST-Prune equals its w/o Res. ablation."""
+    n = None
+    plans = {}
+    for name in ("stprune", "stprune-wo-res"):
+        pruner = _scored(name, series, ratio)
+        n = pruner.num_samples
+        ids, w = pruner.epoch(0, 100)
+        assert len(ids) == round(ratio * n) and np.all(ids % 2 == 0)
+        np.testing.assert_array_equal(w, np.ones(len(ids)))         # no eq. 5 weight, not even 1/(1 - r)
+        report = pruner.report()
+        assert report["eq5_weighted_visits"] == 0 and report["eq5_weighted_share"] == 0.0
+        assert report["eq5_weighted_epochs"] == 0
+        plans[name] = (ids, w)
+    np.testing.assert_array_equal(plans["stprune"][0], plans["stprune-wo-res"][0])
+    np.testing.assert_array_equal(plans["stprune"][1], plans["stprune-wo-res"][1])
+
+    # rescale="informative" (eq. 6 as printed) does weight the kept informative samples then
+    pruner = _scored("stprune", series, ratio, rescale="informative")
+    ids, w = pruner.epoch(0, 100)
+    np.testing.assert_allclose(w, _eq5(pruner, ids, len(ids) / math.ceil(n / 2)), rtol=1e-6)
+    assert pruner.report()["eq5_weighted_visits"] == len(ids) and pruner.report()["eq5_weighted_share"] == 1.0
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.3])
+def test_at_low_retention_a_small_informative_set_is_topped_up_with_eq5_weighted_samples(series, ratio):
+    """One sample in 20 is informative: S_inf fits, the rest of the budget is redundant samples, each
+    with its eq. 5 weight (stationarity-dependent), and the report counts exactly those visits."""
+    pruner = started("stprune", series, ratio)
+    n = pruner.num_samples
+    pruner.scores[:] = np.where(np.arange(n) % 20 == 0, 10.0, 1.0)
+    inf_size = len(range(0, n, 20))
+    keep = round(ratio * n)
+    assert inf_size < keep
+    ids, w = pruner.epoch(0, 100)
+    redundant = ids % 20 != 0
+    assert len(ids) == keep and (~redundant).sum() == inf_size and np.all(w[~redundant] == 1.0)
+    expected = _eq5(pruner, ids[redundant], (keep - inf_size) / (n - inf_size))
+    np.testing.assert_allclose(w[redundant], expected, rtol=1e-6)
+    assert np.ptp(w[redundant]) > 0                                     # stationarity matters, not only 1/(1 - r)
+    report = pruner.report()
+    assert report["eq5_weighted_visits"] == keep - inf_size and report["eq5_weighted_epochs"] == 1
+    assert report["eq5_weighted_share"] == pytest.approx((keep - inf_size) / keep)
+
+    ablation = started("stprune-wo-res", series, ratio)
+    ablation.scores[:] = pruner.scores
+    ids_ab, w_ab = ablation.epoch(0, 100)
+    np.testing.assert_array_equal(ids_ab, ids)                          # same seed, same choice
+    np.testing.assert_allclose(w_ab[redundant], (n - inf_size) / (keep - inf_size), rtol=1e-6)
+    assert not np.allclose(w_ab, w)
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.7])
+def test_the_report_counts_the_eq5_weighted_visits_of_a_whole_run(series, ratio):
+    pruner = started("stprune", series, ratio)
+    plan = simulate(pruner, 30)
+    pruned = pruned_epoch_count(0.9, 30)
+    weighted = sum(int((w != 1.0).sum()) for _, w in plan[:pruned])
+    visits = sum(len(ids) for ids, _ in plan[:pruned])
+    report = pruner.report()
+    assert report["eq5_weighted_visits"] == weighted
+    assert report["eq5_weighted_share"] == pytest.approx(weighted / visits)
+    assert report["eq5_weighted_epochs"] == sum(1 for _, w in plan[:pruned] if (w != 1.0).any())
+    ablation = simulate(started("stprune-wo-res", series, ratio), 30)
+    same = all(np.array_equal(a[0], b[0]) and (a[1] is None) == (b[1] is None)
+               and (a[1] is None or np.array_equal(a[1], b[1])) for a, b in zip(plan, ablation))
+    assert same == (weighted == 0)                  # the w/o Res. ablation differs exactly when eq. 5 applied
+    if ratio == 0.1:                                # S_inf always overflows: the observed "equal to the last digit"
+        assert weighted == 0 and same
+    if ratio == 0.7:
+        assert report["eq5_weighted_share"] > 0 and not same
+
+
 @pytest.mark.parametrize("overflow", ["top", "sample"])
 def test_informative_overflow_stays_in_budget_and_inside_the_informative_set(series, overflow):
     pruner = _scored("stprune", series, 0.1, overflow=overflow)
@@ -327,10 +403,24 @@ def test_same_seed_same_choices(series, name):
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other))
 
 
-@pytest.mark.parametrize("params", [{"rescale": "both"}, {"overflow": "drop"}, {"delta": 0.0}, {"eps": 0.0}])
-def test_stprune_rejects_bad_parameters(params):
-    with pytest.raises(UserError):
+@pytest.mark.parametrize("params, message", [
+    ({"rescale": "both"}, "rescale must be one of redundant, informative (got 'both')"),
+    ({"overflow": "drop"}, "overflow must be one of top, sample (got 'drop')"),
+    ({"delta": 0.0}, "delta must be in (0, 1] (got 0.0)"), ({"delta": 1.5}, "delta must be in (0, 1] (got 1.5)"),
+    ({"eps": 0.0}, "eps must be > 0 (got 0.0)"), ({"lam": -1.0}, "lam must be >= 0 (got -1.0)"),
+    ({"alpha": -0.5}, "alpha must be >= 0 (got -0.5)"), ({"alpha": float("nan")}, "alpha must be >= 0 (got nan)"),
+])
+def test_stprune_rejects_bad_parameters(params, message):
+    with pytest.raises(ValueError) as err:       # the Params range-check protocol (the runner adds "method stprune: ")
         STPrune.make(params)
+    assert str(err.value) == message
+
+
+def test_stprune_bad_parameters_stop_the_cli_with_one_line(tmp_path, capsys):
+    code = main(["run", "--methods", "stprune-wo-res", "--dataset", "synthetic-traffic", "--size",
+                 "locations=4,steps=300", "--set", "stprune-wo-res.delta=0", "--quiet", "--results", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "stbench: error: method stprune-wo-res: delta must be in (0, 1] (got 0.0)"
 
 
 # --- the trainer passes the error matrix ----------------------------------------------------------
@@ -381,6 +471,11 @@ def test_every_pruner_runs_through_the_cli_and_records_its_retention(tmp_path):
         assert all(0 < s <= e for s, e in zip(r["schedule_time_s"], r["epoch_time_s"]))
     for name in ("hard-random", "epsilon-greedy", "ucb", "stprune-wo-anne"):
         assert records[name]["budget_achieved"] == pytest.approx(0.3, abs=0.01)
+    for name in ("stprune", "stprune-wo-stc", "stprune-wo-res", "stprune-wo-anne"):
+        r = records[name]                                  # how often eq. 5 applied reaches the record
+        assert 0 <= r["eq5_weighted_visits"] <= r["pruned_epochs"] * n and 0 <= r["eq5_weighted_share"] <= 1
+        assert r["eq5_weighted_share"] == pytest.approx(
+            r["eq5_weighted_visits"] / (r["retention_pruned_epochs"] * r["pruned_epochs"] * n))
     for name in ("stprune", "stprune-wo-stc", "stprune-wo-res"):
         r = records[name]
         assert r["retention_pruned_epochs"] == pytest.approx(0.3, abs=0.01)

@@ -276,3 +276,52 @@ def test_a_pruner_that_missed_its_retention_is_marked_and_not_ranked(tmp_path):
     row = next(line for line in (tmp_path / "out-b" / "tables" / "pruning_mae.md").read_text().splitlines()
                if line.startswith("| InfoBatch"))
     assert "‡" not in row and "**" in row
+
+
+# --- captions from the records: the tested checkpoint, how often ST-Prune's eq. 5 applied ----------
+
+from stbench.report import tables as report_tables  # noqa: E402
+
+
+def _frame_with(**columns):
+    """The fixture's runs frame with extra per-run columns (as the frame derives them from the records)."""
+    df = runs_frame(_fixture_records())
+    for name, value in columns.items():
+        df[name] = value(df) if callable(value) else value
+    return df
+
+
+def _main_caption(df) -> str:
+    return next(t for t in report_tables.main_tables(df) if t.name == "main_1pct").caption
+
+
+def test_captions_say_which_validation_metric_selected_the_tested_checkpoint():
+    assert "Tested checkpoint: not recorded in these runs." in _main_caption(runs_frame(_fixture_records()))
+    rmse = _main_caption(_frame_with(select="best", select_metric="rel_rmse"))
+    assert "Tested: the checkpoint with the best validation Rel. RMSE." in rmse
+    mae = _main_caption(_frame_with(select="best", select_metric="rel_mae"))
+    assert "Tested: the checkpoint with the best validation Rel. MAE." in mae and "Rel. RMSE." not in mae
+    last = _frame_with(select=lambda df: ["last" if m == "full" else "best" for m in df["method"]],
+                       select_metric="rel_rmse")
+    mixed = _main_caption(last)
+    assert "the checkpoint with the best validation Rel. RMSE (" in mixed
+    assert "the final model (no checkpoint selection) (" in mixed
+    for table in report_tables.pruning_tables(last) + report_tables.time_tables(last):
+        assert "Tested: " in table.caption
+
+
+def test_pruning_caption_says_how_often_eq5_applied():
+    golden = (GOLDEN / "pruning_mae.md").read_text()
+    assert "ST-Prune coincides with its w/o Res. ablation" in golden
+    assert "How often eq. 5 applied is not recorded in these runs." in golden
+
+    def share(df):
+        return [(0.0 if r == 0.1 else 0.052) if m == "stprune" else float("nan")
+                for m, r in zip(df["method"], df["ratio"])]
+    caption = report_tables.pruning_tables(_frame_with(eq5_weighted_share=share))[0].caption
+    assert "Eq. 5 never applied (0% of kept visits over the pruned epochs) in: ST-Prune (gba, r=10%)." in caption
+    assert "Elsewhere it weighted 5.2% of the kept visits over the pruned epochs" in caption
+    assert "not recorded" not in caption.split("Evaluation model")[0]
+    no_stprune = [r for r in _fixture_records() if not r["method"].startswith("stprune")]
+    for table in report_tables.pruning_tables(runs_frame(no_stprune)):
+        assert "eq. 5" not in table.caption

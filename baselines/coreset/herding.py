@@ -48,6 +48,10 @@ class Herding(Condenser):
     class Params:
         feature_gib: float = 8.0   # cap on the feature matrix; above it features.py subsamples locations
 
+        def __post_init__(self):
+            if not self.feature_gib > 0:
+                raise ValueError(f"feature_gib must be > 0 (got {self.feature_gib})")
+
     def condense(self, train, budget, ctx) -> CondensedSet:
         m, _ = budget.sizes(len(train), train.series.num_locations, bidimensional=False)
         features = window_features(train, ctx.rng, self.params.feature_gib)

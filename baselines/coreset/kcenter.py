@@ -55,6 +55,10 @@ def _select(features: torch.Tensor, k: int, rng: np.random.Generator) -> np.ndar
 class _Params:
     feature_gib: float = 8.0   # cap on a feature matrix; above it features.py subsamples the other axis
 
+    def __post_init__(self):
+        if not self.feature_gib > 0:
+            raise ValueError(f"feature_gib must be > 0 (got {self.feature_gib})")
+
 
 @METHODS.register("kcenter", family="coreset", description="K-Center (farthest-first) on windows")
 class KCenter(Condenser):

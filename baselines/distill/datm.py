@@ -19,6 +19,10 @@ learnable student learning rate), plus DATM's components as they transfer to reg
 * **Initialisation from well-fit samples** (the analogue of "correctly classified"): the synthetic
   windows are drawn from the real windows whose masked MSE under the final expert is at most the
   ``init_quantile`` quantile (default median); 1.0 disables the filter.
+
+Parameter ranges are checked on construction (MTT's, plus 0 < ``ratio_low`` < ``ratio_high``,
+``upper_growth`` >= 0, 0 < ``init_quantile`` <= 1); DATM takes no clustering parameters (only
+``stemdist-mtt`` does).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from baselines.distill import checks
 from baselines.distill.mtt import MTT
 from stbench.registry import METHODS
 
@@ -41,6 +46,14 @@ class DATM(MTT):
         upper_growth: int = 4
         init_quantile: float = 0.5
         soft_targets: bool = True
+
+        def __post_init__(self):
+            super().__post_init__()
+            checks.positive(self, "ratio_low")
+            checks.require(self.ratio_high > self.ratio_low, "ratio_high", f"> ratio_low ({self.ratio_low:g})",
+                           self.ratio_high)
+            checks.at_least(self, 0, "upper_growth")
+            checks.between(self, "init_quantile", 0, 1, low_open=True)
 
     def start_range(self, budget, it: int, iterations: int, trajectory_len: int) -> tuple[int, int]:
         p = self.params

@@ -15,6 +15,16 @@ training mode while matching as in STemDist (``matching_dropout``); 1-D paramete
 distance as in DC (``include_1d``); real losses in normalised units (the reference uses raw units for
 the real side, which mixes scales); no surrogate training after the last batch of an outer
 iteration (it is discarded). Loop sizes per preset as STemDist's.
+
+Learning rates. The reference (``DC/distill_mtgnn_orig.py``) has two flags: ``-lrf`` (``lr_feat``,
+Adam on the synthetic x and y, parser default 0.1) is our ``lr_data``, and ``-lrs`` (``lr_syn``, Adam
+on the surrogate MTGNN, parser default 1e-2) is our ``lr_model``. Its GBA command comment uses
+``-lrf 1e-3 -lrs 1e-2``; our defaults (``lr_data`` 1e-2, ``lr_model`` 1e-3) are the other way round,
+both inside the appendix's grid {1e-2, 1e-3, 1e-4}, so set them with ``--set dc.lr_data=...`` to
+follow the reference's command.
+
+Parameter ranges are checked on construction (counts >= 0 where 0 means the preset's, learning
+rates > 0); an explicitly set ``batch_size`` larger than the training windows is refused by ``check``.
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from baselines.distill import checks
 from baselines.distill.matching import layerwise_cosine_distance, loop_sizes
 from baselines.distill.synthetic import matching_batch_size, real_batch, sample_ids, temporal_synthetic_set
 from stbench.protocols import CondensedSet, Condenser
@@ -39,11 +50,18 @@ class DC(Condenser):
         distill_iterations: int = 0    # 0: the preset's (20)
         model_epochs: int = 0          # 0: the preset's (10)
         batch_size: int = 0            # real batch; 0: appendix D by dataset, else half the training batch
-        lr_data: float = 1e-2          # Adam on the synthetic x and y (reference -lrs 1e-2)
-        lr_model: float = 1e-3         # surrogate Adam (reference -lrf 1e-3)
+        lr_data: float = 1e-2          # Adam on the synthetic x and y (reference -lrf, lr_feat)
+        lr_model: float = 1e-3         # surrogate Adam (reference -lrs, lr_syn)
         matching_dropout: bool = True
         include_1d: bool = False
         model: str = "mtgnn"
+
+        def __post_init__(self):
+            checks.at_least(self, 0, "outer_iterations", "distill_iterations", "model_epochs", "batch_size")
+            checks.positive(self, "lr_data", "lr_model")
+
+    def check(self, num_windows: int, num_locations: int) -> None:
+        checks.batch_fits("batch_size", self.params.batch_size, num_windows)
 
     def condense(self, train, budget, ctx) -> CondensedSet:
         p = self.params

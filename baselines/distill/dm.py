@@ -21,6 +21,10 @@ Choices (parameters):
     the mean of the concatenation [e(x), y] (real y normalised, unobserved entries 0), so the synthetic
     targets match the real target distribution's mean jointly with the input embedding.
 * Real batch: ``batch_size`` (0: the dataset's training batch size, reference -bt/-bd).
+
+Parameter ranges (counts >= 0 where 0 means the preset's, learning rates > 0, ``label_mode`` and
+``embedding`` from their lists) are checked on construction; an explicitly set ``batch_size`` larger
+than the training windows is refused by ``check``.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from baselines.distill import checks
 from baselines.distill.synthetic import FeatureHook, matching_batch_size, real_batch, sample_ids, temporal_synthetic_set
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
@@ -51,6 +56,15 @@ class DM(Condenser):
         embedding: str = "features"    # features (penultimate) | output
         model: str = "mtgnn"
 
+        def __post_init__(self):
+            checks.at_least(self, 0, "iterations", "batch_size", "teacher_epochs")
+            checks.positive(self, "lr_data", "teacher_lr")
+            checks.one_of(self, "label_mode", ("teacher", "learned"))
+            checks.one_of(self, "embedding", ("features", "output"))
+
+    def check(self, num_windows: int, num_locations: int) -> None:
+        checks.batch_fits("batch_size", self.params.batch_size, num_windows)
+
     def _batch(self, train, ctx) -> int:
         return matching_batch_size(train, ctx, self.params.batch_size or ctx.dataset_defaults.get("batch_size", 64))
 
@@ -59,8 +73,6 @@ class DM(Condenser):
 
     def condense(self, train, budget, ctx) -> CondensedSet:
         p = self.params
-        if p.label_mode not in ("teacher", "learned"):
-            raise ValueError(f"label_mode must be teacher or learned, not {p.label_mode!r}")
         x_s, y_s, init_ids, n = temporal_synthetic_set(train, budget, ctx, learn_y=p.label_mode == "learned")
         m_s = x_s.shape[0]
         opt = torch.optim.Adam([x_s, y_s] if p.label_mode == "learned" else [x_s], lr=p.lr_data)

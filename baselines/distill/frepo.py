@@ -15,6 +15,12 @@ Choices (parameters): phi = MTGNN's penultimate features (input of its last 1x1 
 last hidden layer) flattened over locations, computed in eval mode; lambda = ``krr_lambda`` x
 mean(diag K_ss) (FRePo scales the ridge by the kernel trace; the reference adds I); pool models start
 with staggered ages so they are not all reset together; ``steps`` per preset.
+
+Learning rates: ``lr_data`` is the reference's ``-lrf`` (``lr_feat``, Adam on the synthetic x and y)
+and ``lr_model`` its ``-lrs`` (``lr_syn``, the pool models' Adam); both 1e-3 in its commands.
+Parameter ranges (counts >= 0 where 0 means the preset's, ``pool_size`` and ``max_online_updates``
+>= 1, learning rates and ``krr_lambda`` > 0) are checked on construction; an explicitly set
+``batch_size`` larger than the training windows is refused by ``check``.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from baselines.distill import checks
 from baselines.distill.synthetic import (FeatureHook, masked_mse, matching_batch_size, real_batch,
                                          sample_ids, temporal_synthetic_set)
 from stbench.protocols import CondensedSet, Condenser
@@ -48,12 +55,20 @@ class FRePo(Condenser):
     class Params:
         steps: int = 0                 # 0: the preset's
         batch_size: int = 0            # real batch; 0: the dataset's training batch size
-        lr_data: float = 1e-3          # Adam on x and y (reference -lrs 1e-3)
-        lr_model: float = 1e-3         # pool models' Adam (reference -lrf 1e-3)
+        lr_data: float = 1e-3          # Adam on x and y (reference -lrf, lr_feat, 1e-3)
+        lr_model: float = 1e-3         # pool models' Adam (reference -lrs, lr_syn, 1e-3)
         pool_size: int = 3
         max_online_updates: int = 10
         krr_lambda: float = 1e-3
         model: str = "mtgnn"
+
+        def __post_init__(self):
+            checks.at_least(self, 0, "steps", "batch_size")
+            checks.at_least(self, 1, "pool_size", "max_online_updates")
+            checks.positive(self, "lr_data", "lr_model", "krr_lambda")
+
+    def check(self, num_windows: int, num_locations: int) -> None:
+        checks.batch_fits("batch_size", self.params.batch_size, num_windows)
 
     def condense(self, train, budget, ctx) -> CondensedSet:
         p = self.params

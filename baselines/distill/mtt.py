@@ -24,9 +24,22 @@ w.r.t. x_S, y_S (SGD, momentum 0.5, as MTT) and alpha (SGD, ``lr_lr``). The stud
 reported in ``info["syn_lr"]``; it is a plain-SGD rate, so it is passed as a training hint only with
 ``lr_hint=True`` (then with ``optimizer="sgd"``, ``momentum=0``).
 
-``stemdist-mtt``: the same on STemDist's clustered (or random) locations with the location-encoder
-MTGNN (``mtgnn-le``): M_S x N_S synthetic windows, cluster weights as location weights, the synthetic
-location input the per-location mean of the synthetic inputs (STemDist eq. 3).
+The expert cache key holds the device type (``cpu``/``cuda``): CPU and CUDA kernels give different
+trajectories, so experts built on one are not reused on the other.
+
+``stemdist-mtt``: the same on STemDist's clustered (or random, ``clustering=False``) locations with
+the location-encoder MTGNN (``mtgnn-le``): M_S x N_S synthetic windows, the synthetic location input
+the per-location mean of the synthetic inputs (STemDist eq. 3), and the cluster sizes w_i = |C_i| /
+N_T as location weights *in every objective*, as STemDist weights its real, synthetic and evaluation
+losses: the experts' masked MSE on the clustered series, the student's MSE inside the trajectory
+loss, and the evaluation model's training loss (``location_weight`` of the set) all count location
+i's squared errors w_i / mean(w) times. Only ``stemdist-mtt`` has the ``clustering`` and
+``kmeans_iterations`` parameters; ``mtt`` and ``datm`` refuse them.
+
+Parameter ranges are checked on construction (counts >= 0 where 0 means the preset's,
+``expert_epochs`` and ``syn_steps`` >= 1, ``expert_seed`` >= -1, ``lr_teacher`` and ``lr_data`` > 0,
+``lr_lr`` >= 0 (0 keeps the student learning rate fixed), ``syn_lr_init`` >= 0 (0: ``lr_teacher``));
+an explicitly set ``expert_batch`` larger than the training windows is refused by ``check``.
 """
 from __future__ import annotations
 
@@ -35,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from baselines.distill import trajectories
+from baselines.distill import checks, trajectories
 from baselines.distill.synthetic import real_batch
 from methods.location_clustering import cluster_locations, random_locations
 from stbench.protocols import CondensedSet, Condenser
@@ -106,8 +119,19 @@ class MTT(Condenser):
         lr_hint: bool = False
         cache_dir: str = ""            # "": $STBENCH_CACHE or ~/.cache/stbench/experts
         model: str = "mtgnn"
-        clustering: bool = True        # stemdist-mtt only: STemDist clustering (False: random locations)
-        kmeans_iterations: int = 300   # stemdist-mtt only
+
+        def __post_init__(self):
+            checks.at_least(self, 0, "iterations", "num_experts", "expert_train_epochs", "expert_batch",
+                            "max_start_epoch", "syn_batch", "syn_lr_init", "lr_lr")
+            checks.at_least(self, 1, "expert_epochs", "syn_steps")
+            checks.at_least(self, -1, "expert_seed")
+            checks.positive(self, "lr_teacher", "lr_data")
+            if self.expert_train_epochs:
+                checks.require(self.expert_epochs <= self.expert_train_epochs, "expert_epochs",
+                               f"<= expert_train_epochs ({self.expert_train_epochs})", self.expert_epochs)
+
+    def check(self, num_windows: int, num_locations: int) -> None:
+        checks.batch_fits("expert_batch", self.params.expert_batch, num_windows)
 
     # -- data ----------------------------------------------------------------------------------
     def view(self, train, budget, ctx):
@@ -127,6 +151,8 @@ class MTT(Condenser):
                 "in_channels": ctx.series.num_channels if view.name == "temporal" else None,
                 "experts": experts, "epochs": epochs, "lr": p.lr_teacher, "batch": self._expert_batch(ctx, view),
                 "seed": self._expert_seed(ctx), "torch": torch.__version__.split("+")[0],
+                "device": torch.device(ctx.device).type,     # CPU and CUDA kernels give different experts
+                "loss": "mse" if view.location_weight is None else "location-weighted mse",
                 "format": 3}   # 3: experts trained after the MTGNN input-skip gradient fix (TimeCollapse)
 
     def _expert_batch(self, ctx, view) -> int:
@@ -152,11 +178,17 @@ class MTT(Condenser):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self._expert_seed(ctx))
-            return trajectories.train_experts(make_model, batches, experts, epochs, p.lr_teacher)
+            return trajectories.train_experts(make_model, batches, experts, epochs, p.lr_teacher,
+                                              location_weight=view.location_weight)
 
-    def experts(self, view, in_channels, ctx, info):
+    def experts(self, view, in_channels, ctx, info, num_params: int | None = None):
+        """The expert buffers: from the cache if it holds exactly the expected experts (their number,
+        trajectory length and, when given, ``num_params`` per snapshot), else built and cached."""
         path = trajectories.cache_path(self.params.cache_dir or None, self.expert_key(view, ctx))
-        buffers, build_s, reused = trajectories.load_or_build(path, lambda: self.build_experts(view, in_channels, ctx))
+        _, experts, epochs = self.sizes(ctx)
+        buffers, build_s, reused = trajectories.load_or_build(
+            path, lambda: self.build_experts(view, in_channels, ctx), num_experts=experts, length=epochs + 1,
+            num_params=num_params)
         info.update(experts_reused=reused, experts_build_s=build_s, experts_path=str(path))
         if reused:
             info["reused_setup_s"] = build_s
@@ -179,10 +211,12 @@ class MTT(Condenser):
         view, m_s = self.view(train, budget, ctx)
         in_channels = train.series.num_channels
         info = {"trajectory_loss": [], "iteration_s": []}
-        buffers = self.experts(view, in_channels, ctx, info)
+        # the student first, so the cache check knows its parameter count (the experts fork the torch RNG,
+        # so the student's initialisation is the same in either order)
         student = trajectories.FlatModel(
             ctx.model_factory(view.n, p.model, in_channels=in_channels).to(ctx.device).twice_differentiable())
         student.model.eval()
+        buffers = self.experts(view, in_channels, ctx, info, num_params=sum(student.sizes))
         x0, y0 = self.initial_set(view, m_s, buffers, student, ctx, info)
         x_s, y_s = x0.requires_grad_(True), y0.requires_grad_(True)
         syn_lr = torch.tensor(p.syn_lr_init or p.lr_teacher, device=ctx.device, requires_grad=True)
@@ -220,10 +254,19 @@ class MTT(Condenser):
             ids = torch.as_tensor(ctx.rng.choice(m, size=min(size, m), replace=False), device=x_s.device) \
                 if size < m else slice(None)
             xb, yb = x_s[ids], y_s[ids]
-            loss = ((student(theta, xb, view.syn_loc(x_s)) - yb) ** 2).mean()
+            loss = self.student_loss(student(theta, xb, view.syn_loc(x_s)), yb, view.location_weight)
             grad = torch.autograd.grad(loss, theta, create_graph=True)[0]
             theta = theta - syn_lr * grad
         return ((theta - target) ** 2).sum() / ((start - target) ** 2).sum().clamp(min=1e-12)
+
+    @staticmethod
+    def student_loss(pred, y, location_weight=None) -> torch.Tensor:
+        """MSE of the student on synthetic windows (every entry observed); with ``location_weight`` each
+        location counts w_i / mean(w) times, as in the experts' and the evaluation model's losses."""
+        if location_weight is None:
+            return ((pred - y) ** 2).mean()
+        w = (location_weight / location_weight.mean()).to(pred.dtype).view(1, 1, -1, 1)
+        return (((pred - y) ** 2) * w).mean()
 
 
 @METHODS.register("stemdist-mtt", family="stemdist-variant",
@@ -234,6 +277,12 @@ class STemDistMTT(MTT):
     @dataclass
     class Params(MTT.Params):
         model: str = "mtgnn-le"
+        clustering: bool = True        # STemDist clustering (False: random locations, unit weights)
+        kmeans_iterations: int = 300
+
+        def __post_init__(self):
+            super().__post_init__()
+            checks.at_least(self, 1, "kmeans_iterations")
 
     def view(self, train, budget, ctx):
         m_s, n_s = budget.sizes(len(train), train.series.num_locations, bidimensional=True)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stbench import UserError
 from stbench.protocols import Pruner
 from stbench.registry import METHODS
 
@@ -28,8 +27,10 @@ class EpsilonGreedy(Pruner):
         decay: float = 0.9     # EMA factor of the loss score
 
         def __post_init__(self):
-            if not 0 <= self.epsilon <= 1 or not 0 <= self.decay < 1:
-                raise UserError("epsilon-greedy needs 0 <= epsilon <= 1 and 0 <= decay < 1")
+            if not 0 <= self.epsilon <= 1:
+                raise ValueError(f"epsilon must be in [0, 1] (got {self.epsilon})")
+            if not 0 <= self.decay < 1:
+                raise ValueError(f"decay must be in [0, 1) (got {self.decay})")
 
     def start(self, num_samples, budget, ctx) -> None:
         super().start(num_samples, budget, ctx)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stbench import UserError
 from stbench.protocols import Pruner
 from stbench.registry import METHODS
 
@@ -39,9 +38,9 @@ class InfoBatch(Pruner):
 
         def __post_init__(self):
             if self.prune_ratio is not None and not 0 <= self.prune_ratio < 1:
-                raise UserError(f"infobatch prune_ratio must be in [0, 1), got {self.prune_ratio}")
+                raise ValueError(f"prune_ratio must be in [0, 1) or None (got {self.prune_ratio})")
             if not 0 < self.delta <= 1:
-                raise UserError(f"infobatch delta must be in (0, 1], got {self.delta}")
+                raise ValueError(f"delta must be in (0, 1] (got {self.delta})")
 
     def start(self, num_samples, budget, ctx) -> None:
         super().start(num_samples, budget, ctx)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stbench import UserError
 from stbench.protocols import Pruner
 from stbench.registry import METHODS
 
@@ -26,8 +25,10 @@ class UCB(Pruner):
         decay: float = 0.9     # EMA factor of the loss mean and variance
 
         def __post_init__(self):
-            if self.c < 0 or not 0 <= self.decay < 1:
-                raise UserError("ucb needs c >= 0 and 0 <= decay < 1")
+            if not self.c >= 0:
+                raise ValueError(f"c must be >= 0 (got {self.c})")
+            if not 0 <= self.decay < 1:
+                raise ValueError(f"decay must be in [0, 1) (got {self.decay})")
 
     def start(self, num_samples, budget, ctx) -> None:
         super().start(num_samples, budget, ctx)

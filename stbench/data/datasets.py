@@ -1,5 +1,9 @@
 """Dataset registrations: built-in generators, the shared small real datasets and the papers' datasets.
 
+Every dataset states ``mask_zeros`` (no default): true where a 0 reading means "missing" (loop
+detectors report 0 when they fail, so the traffic references ignore zero targets), false where 0 is a
+real value (weather, air quality, charging volumes).
+
 ``defaults`` carry per-dataset protocol settings from the STemDist appendix: ``batch_size``,
 ``paper_epochs`` (training epochs in the paper) and the chronological ``split`` (train, val, test).
 """
@@ -52,11 +56,11 @@ def _register_shared() -> None:
 def _register_papers() -> None:
     release = [
         ("gba", "traffic", "LargeST GBA (Greater Bay Area), 2352 sensors, via the PatchSTG release",
-         dict(target_name="flow", freq_minutes=15), 256, 400),
+         dict(target_name="flow", freq_minutes=15, mask_zeros=True), 256, 400),
         ("gla", "traffic", "LargeST GLA (Greater Los Angeles), 3834 sensors, via the PatchSTG release",
-         dict(target_name="flow", freq_minutes=15), 128, 400),
+         dict(target_name="flow", freq_minutes=15, mask_zeros=True), 128, 400),
         ("ca", "traffic", "LargeST CA (California), 8600 sensors, via the PatchSTG release",
-         dict(target_name="flow", freq_minutes=15), 64, 100),
+         dict(target_name="flow", freq_minutes=15, mask_zeros=True), 64, 100),
         ("era5", "weather", "ERA5 81x81 grid, 6 features, wind speed target (STemDist release)",
          dict(target_name="wind_speed", freq_minutes=60, mask_zeros=False), 128, 100),
         ("cams", "weather", "CAMS reanalysis grid (STemDist release)",

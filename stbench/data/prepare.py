@@ -264,8 +264,10 @@ def _check_y_against_series(split: _SplitReader, series: np.ndarray, offset: int
 
 
 def prepare_release(source: Path, target_name: str = "target", freq_minutes: int = 60,
-                    description: str = "", mask_zeros: bool = True) -> STData:
-    """Rebuild the contiguous (T, N, F) series from train/val/test npz windows (stride 1, split after)."""
+                    description: str = "", *, mask_zeros: bool) -> STData:
+    """Rebuild the contiguous (T, N, F) series from train/val/test npz windows (stride 1, split after).
+
+    ``mask_zeros`` has no default: the registration states whether a 0 target means "missing"."""
     folder = _folder(source)
     hint = "a folder with train.npz/val.npz/test.npz as released by the STemDist authors"
     paths = [_require(folder, f"{s}.npz", hint) for s in SPLITS]

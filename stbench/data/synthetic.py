@@ -6,6 +6,9 @@ from ``np.random.default_rng(seed)``: the same seed gives identical arrays.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 from scipy import sparse
 from scipy.signal import lfilter
@@ -57,14 +60,52 @@ def _chunks(steps: int, n: int):
 
 def _check_knobs(**knobs) -> None:
     """Reject size knobs outside their valid range with a one-line hint."""
-    limits = {"steps": (2, None), "locations": (1, None), "n_lat": (1, None), "n_lon": (1, None),
-              "features": (1, MAX_FEATURES), "freq_minutes": (1, 1440)}
+    limits = {"seed": (0, None), "steps": (2, None), "locations": (1, None), "n_lat": (1, None),
+              "n_lon": (1, None), "features": (1, MAX_FEATURES), "freq_minutes": (1, 1440)}
     for name, value in knobs.items():
         low, high = limits[name]
         is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
         if not is_int or value < low or (high is not None and value > high):
-            bound = f"{low}..{high}" if high else f">= {low}"
+            bound = f"{low}..{high}" if high is not None else f">= {low}"
             raise UserError(f"synthetic dataset option {name}={value!r} is invalid: use an integer {bound}")
+
+
+def memory_limit() -> int | None:
+    """Bytes of memory this process can use at most: physical memory, or a smaller cgroup limit."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        total = None
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = int(text) if total is None else min(total, int(text))
+        break
+    return total
+
+
+def _check_memory(name: str, nbytes: float, knobs: dict) -> None:
+    """Refuse, before allocating anything, a size whose arrays alone exceed this machine's memory."""
+    limit = memory_limit()
+    if limit is not None and nbytes > limit:
+        given = ", ".join(f"{k}={v}" for k, v in knobs.items())
+        raise UserError(f"{name} with {given} needs about {_human(nbytes)} of memory, more than the "
+                        f"{_human(limit)} here: reduce the size knobs ({', '.join(knobs)})")
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if nbytes < 1024 or unit == "PB":
+            return f"{nbytes:.3g} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.3g} PB"
+
+
+def _adjacency_bytes(n: int) -> int:
+    return 4 * n * n if n <= DENSE_ADJ_LIMIT else 0
 
 
 def _finish(values, mask, meta, **extras) -> STData:
@@ -147,12 +188,15 @@ class _WeatherField:
 def synthetic_weather(seed: int = 0, n_lat: int = 12, n_lon: int = 12, steps: int = 720,
                       features: int = 3, freq_minutes: int = 60) -> STData:
     """Gridded weather: temperature (target, K) plus lagged, correlated variables."""
-    _check_knobs(n_lat=n_lat, n_lon=n_lon, steps=steps, features=features, freq_minutes=freq_minutes)
+    _check_knobs(seed=seed, n_lat=n_lat, n_lon=n_lon, steps=steps, features=features,
+                 freq_minutes=freq_minutes)
+    n = n_lat * n_lon
+    _check_memory("synthetic-weather", 4.0 * steps * n * features + 160.0 * n + _adjacency_bytes(n),
+                  dict(n_lat=n_lat, n_lon=n_lon, steps=steps, features=features))
     rng = np.random.default_rng(seed)
     lat = np.linspace(58.0, 40.0, n_lat) if n_lat > 1 else np.array([49.0])
     lon = np.linspace(-10.0, 20.0, n_lon) if n_lon > 1 else np.array([5.0])
     field = _WeatherField(rng, lat, lon)
-    n = n_lat * n_lon
     values = np.empty((steps, n, features), dtype=np.float32)
     lag = max(1, round(180 / freq_minutes))                    # 3 h expressed in steps
     for start, stop in _chunks(steps, n):
@@ -329,10 +373,14 @@ def _burst_mask(rng, steps: int, n: int, missing: float, mean_len: int) -> np.nd
 def synthetic_traffic(seed: int = 0, locations: int = 64, steps: int = 2016, features: int = 1,
                       missing: float = 0.02, freq_minutes: int = 5) -> STData:
     """Road-graph traffic: speed (target, mph) with rush hours, spreading congestion, missing bursts."""
-    _check_knobs(locations=locations, steps=steps, features=features, freq_minutes=freq_minutes)
-    if not 0.0 <= missing < 0.9:
+    _check_knobs(seed=seed, locations=locations, steps=steps, features=features, freq_minutes=freq_minutes)
+    numeric = isinstance(missing, (int, float, np.number)) and not isinstance(missing, bool)
+    if not numeric or not 0.0 <= missing < 0.9:
         raise UserError(f"synthetic-traffic option missing={missing!r} is invalid: "
                         "use a fraction in [0, 0.9)")
+    cells = float(steps) * locations
+    _check_memory("synthetic-traffic", cells * (6.0 * features + 5.0) + 200.0 * locations
+                  + _adjacency_bytes(locations), dict(locations=locations, steps=steps, features=features))
     rng = np.random.default_rng(seed)
     n = locations
     graph, coords, rows, cols = _road_graph(rng, n)

@@ -7,6 +7,7 @@ in bulk, so memory stays proportional to the raw data.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,10 +60,13 @@ class Scaler:
         c = data.values.shape[-1]
         chunk = max(1, chunk_bytes // (8 * data.values[0].size))  # float64 blocks of ~16 MB
         total, total_sq, count = np.zeros(c), np.zeros(c), np.zeros(c)
+        low, high = np.full(c, np.inf), np.full(c, -np.inf)   # observed range, to spot a constant target
         for start in range(0, train_end, chunk):
             block = np.asarray(data.values[start:min(start + chunk, train_end)], dtype=np.float64)
             observed = np.ones(block.shape, bool) if data.mask is None else np.asarray(
                 data.mask[start:min(start + chunk, train_end)])
+            low = np.minimum(low, np.where(observed, block, np.inf).min(axis=(0, 1)))
+            high = np.maximum(high, np.where(observed, block, -np.inf).max(axis=(0, 1)))
             block = np.where(observed, block, 0.0)
             total += block.sum(axis=(0, 1))
             total_sq += (block ** 2).sum(axis=(0, 1))
@@ -72,6 +76,14 @@ class Scaler:
                             "have no observed training values")
         mean = total / count
         std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+        constant = (high <= low) | (std < 1e-8)
+        for i in data.targets:   # a constant input channel is harmless; a constant target is not
+            if constant[i]:
+                channel = data.meta["channels"][i]
+                raise UserError(f"dataset {data.name}: target channel {i} ({channel}) is constant "
+                                f"({low[i]:g}) over the {train_end} training steps, so there is nothing "
+                                "to forecast and relative metrics would be NaN; choose another target "
+                                "channel (meta 'targets') or check the source data")
         std[std < 1e-8] = 1.0
         return cls(mean.astype(np.float32), std.astype(np.float32))
 
@@ -95,7 +107,7 @@ class Series:
         self.observed = None if data.mask is None else torch.as_tensor(np.asarray(data.mask), device=self.device)
         self.mean = torch.as_tensor(self.scaler.mean, device=self.device)
         self.std = torch.as_tensor(self.scaler.std, device=self.device)
-        self.mask_zeros = bool(data.meta.get("mask_zeros", True))
+        self.mask_zeros = data.mask_zeros          # stated by every dataset (STData refuses meta without it)
         self.inputs: torch.Tensor | None = None   # input channels fed to models (None: all)
         self.x_mean, self.x_std = self.mean, self.std
 
@@ -105,6 +117,12 @@ class Series:
         view.inputs = torch.as_tensor(channels, device=self.device)
         view.x_mean, view.x_std = self.mean[view.inputs], self.std[view.inputs]
         return view
+
+    @functools.cached_property
+    def masked_target_share(self) -> float:
+        """Share in [0, 1] of target readings (all steps, all target channels) left out of losses and
+        metrics: missing, or 0 where the dataset masks zeros. Streamed over the raw array, computed once."""
+        return self.data.masked_target_share()
 
     @property
     def num_locations(self) -> int:

@@ -1,2 +1,13 @@
 """Forecasting backbones; importing this package registers them in ``stbench.registry.MODELS``."""
-from stbench.models import base, gwnet, mlp, mtgnn  # noqa: F401  (imports register the models)
+from stbench.models import (  # noqa: F401  (imports register the models)
+    agcrn,
+    base,
+    fouriergnn,
+    gwnet,
+    mlp,
+    mtgnn,
+    staeformer,
+    stgcn,
+    stid,
+    stnorm,
+)

@@ -144,11 +144,37 @@ def _runs_text(table: Table) -> str:
     return f"Mean ± std over {span} runs (seeds) per cell; std omitted for a single run"
 
 
+def _selection_text(runs: pd.DataFrame) -> str:
+    """Which model each run tested, from its record's ``train_config`` (``select``: best validated
+    checkpoint or last model, ``select_metric``: the validation metric that picked it).
+
+    The frame carries them as columns ``select`` and ``select_metric``; where it has none, or no
+    finished run recorded them, the caption says so instead of assuming the trainer's default.
+    """
+    ok = runs[runs["status"] == "ok"]
+    if "select_metric" not in ok.columns or ok["select_metric"].isna().all():
+        return "Tested checkpoint: not recorded in these runs."
+    select = ok["select"] if "select" in ok.columns else pd.Series("best", index=ok.index)
+    kinds = []
+    for choice, metric in zip(select.fillna("best"), ok["select_metric"]):
+        if choice == "last":
+            kinds.append("the final model (no checkpoint selection)")
+        elif isinstance(metric, str):
+            kinds.append(f"the checkpoint with the best validation {LABELS.get(metric, metric)}")
+        else:
+            kinds.append("not recorded")
+    counts = pd.Series(kinds).value_counts()
+    if len(counts) == 1:
+        return f"Tested: {counts.index[0]}."
+    return "Tested: " + "; ".join(f"{kind} ({n} runs)" for kind, n in sorted(counts.items())) + "."
+
+
 def _finish(table: Table, runs: pd.DataFrame, lead: str, ranking: str) -> Table:
-    """Rank the cells and write the caption: metric protocol, budget, model, runs, marks, symbols."""
+    """Rank the cells and write the caption: metric protocol, budget, model, checkpoint, runs, marks."""
     mark(table)
     models = ", ".join(sorted(runs["model"].unique()))
-    parts = [lead, f"Evaluation model: {models}.", _runs_text(table) + ".", ranking, legend(table)]
+    parts = [lead, f"Evaluation model: {models}.", _selection_text(runs), _runs_text(table) + ".", ranking,
+             legend(table)]
     table.caption = " ".join(p for p in parts if p)
     return table
 
@@ -179,7 +205,12 @@ def cross_model_tables(df: pd.DataFrame) -> list[Table]:
         at_ratio = comp[comp["ratio"] == ratio]
         if at_ratio["model_group"].nunique() < 2:
             continue
-        runs = _labelled(pd.concat([at_ratio, full[full["model_group"].isin(at_ratio["model_group"])]]))
+        runs = pd.concat([at_ratio, full[full["model_group"].isin(at_ratio["model_group"])]])
+        # a transductive model refused a cell (incompatible) that its location-encoder form ran: one
+        # model group, one run of the cell, as in the papers' "with the location encoder where needed"
+        cell = ["model_group", "dataset_label", "method", "params", "budget_label", "seed"]
+        ran = pd.MultiIndex.from_frame(runs.loc[runs["status"] != "incompatible", cell])
+        runs = _labelled(runs[~((runs["status"] == "incompatible") & pd.MultiIndex.from_frame(runs[cell]).isin(ran))])
         datasets = sorted(runs["dataset_label"].unique())
         blocks = []
         for _, block in runs.groupby("model_group"):
@@ -275,8 +306,39 @@ def pruning_tables(df: pd.DataFrame) -> list[Table]:
         lead = (f"{ABSOLUTE} Retention ratio r: sample visits / (epochs × training windows); static methods keep "
                 "r of the training data. In parentheses: change against full-data training in % (positive: "
                 "higher error)" + ("" if full_agg else "; no full-data run, so no change") + ".")
+        lead = " ".join(p for p in (lead, _eq5_text(runs)) if p)
         tables.append(_finish(table, pd.concat([runs, full]), lead, COLUMN_MARKS))
     return tables
+
+
+EQ5_NOTE = ("ST-Prune's stationarity weights (eq. 5) go to the kept redundant samples; when the informative set "
+            "alone fills the budget (its default overflow=top, typical at r ≤ 30%), no redundant sample is kept, "
+            "no visit is reweighted, and ST-Prune coincides with its w/o Res. ablation.")
+
+
+def _eq5_text(runs: pd.DataFrame) -> str:
+    """For ST-Prune runs: the note on eq. 5 at low retention, and from the records the share of kept visits
+    over the pruned epochs that carried eq. 5 weights (frame column ``eq5_weighted_share``, the
+    pruner's ``report()``), naming the cells where it never applied."""
+    stprune = runs[runs["method"].str.startswith("stprune") & (runs["status"] == "ok")]
+    if stprune.empty:
+        return ""
+    if "eq5_weighted_share" not in stprune.columns or stprune["eq5_weighted_share"].isna().all():
+        return EQ5_NOTE + " How often eq. 5 applied is not recorded in these runs."
+    shares = stprune.dropna(subset=["eq5_weighted_share"]).groupby(
+        ["method", "variant", "dataset_label", "ratio"])["eq5_weighted_share"].mean()
+    never = [f"{display(variant, method)} ({dataset}, r={pct(ratio)})"
+             for (method, variant, dataset, ratio), share in shares.items() if share == 0]
+    applied = shares[shares > 0]
+    parts = [EQ5_NOTE]
+    if never:
+        parts.append("Eq. 5 never applied (0% of kept visits over the pruned epochs) in: " + ", ".join(never) + ".")
+    if len(applied):
+        low, high = applied.min(), applied.max()
+        span = pct(round(low, 3)) if low == high else f"{pct(round(low, 3))}–{pct(round(high, 3))}"
+        parts.append(f"{'Elsewhere it' if never else 'It'} weighted {span} of the kept visits over the pruned "
+                     "epochs (mean over runs).")
+    return " ".join(parts)
 
 
 def _pruning_cells(rec: dict, metric: str, full_agg: dict) -> dict:
