@@ -21,7 +21,8 @@ Concurrent writers (several ``stbench run`` processes, workers, Ray tasks' drive
 * Before running a cell, a driver claims it: ``claims/<run_id>`` created with ``O_CREAT | O_EXCL``
   (atomic on NFSv3 and later). A live driver refreshes its claims' mtime every ``CLAIM_TTL_S / 4``;
   a claim not refreshed for ``CLAIM_TTL_S`` (environment ``STBENCH_CLAIM_TTL``, default 300 s) was
-  left by a killed process and is taken over by renaming it away, which only one taker can do.
+  left by a killed process and is taken over by renaming it away, which only one taker can do; a
+  claim whose owner was a process of this host that no longer exists is taken over at once.
   Clocks of the machines sharing a store must agree to well within the TTL.
 """
 from __future__ import annotations
@@ -143,9 +144,9 @@ class ResultStore:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                if _age(path) <= claim_ttl():
+                if _age(path) <= claim_ttl() and not _owner_dead(path):
                     return False
-                _take_away(path, claim_ttl())    # expired: its owner was killed
+                _take_away(path, claim_ttl() if not _owner_dead(path) else -1.0)   # its owner was killed
                 continue
             os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}).encode())
             os.close(fd)
@@ -246,6 +247,20 @@ class ClaimKeeper:
         self._stop.set()
         for rid in list(self.held):
             self.release(rid)
+
+
+def _owner_dead(path: Path) -> bool:
+    """A claim made on this host by a process that no longer exists (no need to wait for expiry)."""
+    try:
+        owner = json.loads(path.read_text())
+        if owner.get("host") != socket.gethostname():
+            return False
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return False
 
 
 def _age(path: Path) -> float:

@@ -180,7 +180,7 @@ def test_a_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
     monkeypatch.setitem(METHODS._entries, "test-broken", Entry("test-broken", Broken, "test"))
 
     results = str(tmp_path / "res")
-    assert run_cli("run", "--methods", "test-broken,random", *SMALL, "--model", "mlp", "--results", results) == 0
+    assert run_cli("run", "--methods", "test-broken,random", *SMALL, "--model", "mlp", "--results", results) == 1   # a failed cell makes the run exit 1
     status = {r["method"]: (r["status"], r["error"]) for r in ResultStore(results).records()}
     assert status["test-broken"] == ("failed", "RuntimeError: deliberately broken")
     assert status["random"][0] == "ok"
