@@ -73,6 +73,9 @@ def _row(r: dict) -> dict:
     row.update(_costs(r, times))
     row["achieved"] = _number(r.get("budget_achieved"))
     row["retention_pruned"] = _number(r.get("retention_pruned_epochs"))  # a pruner's share over pruned epochs
+    train = r.get("train_config") or {}
+    row["select"], row["select_metric"] = train.get("select"), train.get("select_metric")   # named in captions
+    row["eq5_weighted_share"] = _number(r.get("eq5_weighted_share"))   # ST-Prune: kept visits with eq. 5 weights
     return row
 
 
