@@ -58,7 +58,7 @@ class CellSpec:
     @property
     def label(self) -> str:
         c = self.config
-        budget = "-" if c["budget"] is None else budget_from_dict(c["budget"]).label
+        budget = "-" if c["budget"] is None else _budget_label(c)
         return f"{c['dataset']} {c['method']} {budget} seed={c['seed']} model={c['model']}"
 
     @property
@@ -107,8 +107,8 @@ def error_record(spec: CellSpec, status: str, error: str, elapsed: float = 0.0) 
             "dataset_sha256": c["dataset_sha256"], "method": c["method"],
             "family": METHODS.entry(c["method"]).family, "method_params": c["method_params"],
             "budget": c["budget"], "seed": c["seed"], "model": c["model"], "preset": c["preset"],
-            "budget_label": "full" if c["budget"] is None else budget_from_dict(c["budget"]).label,
-            "train_config": c["train"], "device": spec.device, "time_s": {"total": elapsed},
+            "budget_label": _budget_label(c), "train_config": c["train"], "device": spec.device,
+            "time_s": {"total": elapsed},
             "finished_at": _now()}
 
 
@@ -170,7 +170,7 @@ class Workspace:
             "split_windows": {k: len(v) for k, v in self.series.starts.items()},
             "method": c["method"], "family": METHODS.entry(c["method"]).family,
             "method_kind": METHODS.get(c["method"]).kind, "method_params": c["method_params"],
-            "budget": c["budget"], "budget_label": "full" if c["budget"] is None else budget_from_dict(c["budget"]).label,
+            "budget": c["budget"], "budget_label": _budget_label(c),
             "seed": c["seed"], "model": c["model"], "preset": c["preset"], "train_config": c["train"],
             "device": str(self.device), "versions": versions(self.device),
         }
@@ -351,6 +351,10 @@ def versions(device: torch.device) -> dict:
     if device.type == "cuda":
         info.update(cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(device))
     return info
+
+
+def _budget_label(config: dict) -> str:
+    return "full" if config["budget"] is None else budget_from_dict(config["budget"]).label
 
 
 def _now() -> str:

@@ -119,7 +119,7 @@ class ProcessExecutor:
                 if not busy:
                     continue
                 ready = wait([slots[i][1] for i in busy] + [slots[i][0].sentinel for i in busy],
-                             timeout=self._wait_timeout(busy))
+                             timeout=_until_next_timeout(self.cell_timeout, busy))
                 for i, (spec, started) in list(busy.items()):
                     proc, conn = slots[i]
                     record = None
@@ -133,8 +133,7 @@ class ProcessExecutor:
                     elif record is None and self.cell_timeout and time.monotonic() - started > self.cell_timeout:
                         proc.kill()
                         proc.join()
-                        record = error_record(spec, "timeout", f"stopped after --cell-timeout {self.cell_timeout:g} s",
-                                              time.monotonic() - started)
+                        record = _timeout_record(spec, self.cell_timeout, started)
                     if record is None:
                         continue
                     del busy[i]
@@ -152,13 +151,6 @@ class ProcessExecutor:
                 proc.join(timeout=5)
                 if proc.is_alive():
                     proc.kill()
-
-    def _wait_timeout(self, busy) -> float | None:
-        if not self.cell_timeout or not busy:
-            return None
-        oldest = min(started for _, started in busy.values())
-        return max(0.05, self.cell_timeout - (time.monotonic() - oldest))
-
 
 def _worker_main(conn, env: dict, threads: int, cell_fn) -> None:
     """A worker process: set its GPU and threads before torch starts, then run cells until told to stop."""
@@ -211,7 +203,7 @@ class RayExecutor:
                     ref = task.options(num_cpus=self.cpus_per_cell, num_gpus=gpus).remote(
                         spec.to_json(), self.cpus_per_cell)
                     pending[ref] = (spec, time.monotonic())
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=self._wait_timeout(pending))
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=_until_next_timeout(self.cell_timeout, pending))
                 for ref in done:
                     spec, started = pending.pop(ref)
                     try:
@@ -226,17 +218,22 @@ class RayExecutor:
                         ray.cancel(ref, force=True)
                         del pending[ref]
                         order.finished(spec)
-                        on_done(spec, error_record(spec, "timeout", f"stopped after --cell-timeout "
-                                                   f"{self.cell_timeout:g} s", time.monotonic() - started))
+                        on_done(spec, _timeout_record(spec, self.cell_timeout, started))
         finally:
             if started_here:
                 ray.shutdown()
 
-    def _wait_timeout(self, pending) -> float | None:
-        if not self.cell_timeout or not pending:
-            return None
-        oldest = min(started for _, started in pending.values())
-        return max(0.05, self.cell_timeout - (time.monotonic() - oldest))
+def _until_next_timeout(cell_timeout: float | None, running: dict) -> float | None:
+    """Seconds to wait before the oldest running cell (values: (spec, started)) reaches its timeout."""
+    if not cell_timeout or not running:
+        return None
+    oldest = min(started for _, started in running.values())
+    return max(0.05, cell_timeout - (time.monotonic() - oldest))
+
+
+def _timeout_record(spec: CellSpec, cell_timeout: float, started: float) -> dict:
+    return error_record(spec, "timeout", f"stopped after --cell-timeout {cell_timeout:g} s",
+                        time.monotonic() - started)
 
 
 def _ray_cell(spec_json: str, threads: int) -> dict:

@@ -125,7 +125,7 @@ class Runner:
     # -- planning -------------------------------------------------------------------------------
     def plan(self, device: torch.device | None = None) -> list[CellSpec]:
         """Every cell of the grid, loading each dataset once (on ``device``) to check and identify it."""
-        specs = []
+        specs, cells = [], self._cells()
         for dataset in self.datasets:
             spec = DATASETS.get(dataset)
             window = self.grid.window
@@ -135,7 +135,6 @@ class Runner:
             options = self._dataset_options(dataset)
             ws = workspace(dataset, _json(options), self.grid.data_dir, _json(window_dict), str(device or self.device))
             train = dataclasses.asdict(train_config(self.grid.preset, spec.defaults, self.grid.train_overrides))
-            cells = self._cells()
             self._check_cells(cells, len(ws.train), ws.series.num_locations)
             data = ws.series.data
             self._say(f"{dataset}: {data.shape[0]} steps x {data.shape[1]} locations x {data.shape[2]} channels; "

@@ -40,6 +40,8 @@ one-step head: 76,832 + 385 N (64 weights + N biases instead of 64 x 12 + 12), n
 """
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -137,7 +139,7 @@ class STConvBlock(nn.Module):
         return self.dropout(self.norm(self.temporal2(self.spatial(self.temporal1(x), op))))
 
 
-class _STGCNBackbone(STModel):
+class _STGCNBackbone(STModel, abc.ABC):
     """STGCN; subclasses supply the graph operator (a function h -> L~ h over locations)."""
 
     per_location_norm = True
@@ -163,8 +165,9 @@ class _STGCNBackbone(STModel):
         self.out_sigmoid = TemporalConv(c, c, 1, "sigmoid")
         self.out_fc = nn.Conv2d(c, output_len * out_channels, 1)
 
+    @abc.abstractmethod
     def operator(self, loc_input: torch.Tensor | None, n: int):
-        raise NotImplementedError
+        """The graph operator h -> L~ h over the ``n`` locations of this forward pass."""
 
     def forward(self, x: torch.Tensor, loc_input: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L_in, N, C) normalised input -> (B, L_out, N, C_out)."""
