@@ -35,6 +35,7 @@ def measure(args) -> dict:
     from stbench.data.catalog import load_dataset
     from stbench.data.windows import Series, WindowSpec
     from stbench.measure import Meter, setup_process
+    from stbench.models.graph import predefined_graph
     from stbench.plugins import load_builtin
     from stbench.registry import MODELS
     from stbench.sources import RealSource
@@ -47,8 +48,9 @@ def measure(args) -> dict:
     train = series.split("train")
     cls = MODELS.get(args.only)
     extra = {}
-    if getattr(cls, "uses_adjacency", False) and series.data.adj is not None:   # as the runner builds it
-        extra["adjacency"] = series.data.adj
+    graph, _ = predefined_graph(series.data.adj, series.data.coords)
+    if getattr(cls, "uses_adjacency", False) and graph is not None:   # as the runner builds it
+        extra["adjacency"] = graph
     torch.manual_seed(0)
     model = cls(series.num_locations, series.num_channels, len(series.data.targets), **extra).to(device)
     source, cfg = RealSource(train), TrainConfig(batch_size=args.batch_size)

@@ -74,6 +74,8 @@ class SubsetAdam:
 @METHODS.register("stemdist", family="stemdist", description="bi-dimensional distillation (clustering, "
                   "location encoder, subset-based gradient matching)")
 class STemDist(Condenser):
+    labels = "learned"   # synthetic x and y are both optimised
+
     bidimensional = True
 
     @dataclass

@@ -3,7 +3,13 @@
 Compression ratio rho = kept training elements (windows x locations) / original. Temporal-only
 methods keep rho of the windows and every location. Bi-dimensional methods split rho into a temporal
 ratio (windows) times a spatial ratio (locations); the STemDist paper's defaults are
-0.5% = 10% x 5% and 1% = 10% x 10%. Retention ratio r = sample visits / (epochs x samples).
+0.5% = 10% x 5% and 1% = 10% x 10%.
+
+Retention ratio r, on one of two bases. ``total`` (default): sample visits over *all* epochs =
+r x epochs x training windows, for every pruner, so pruners that anneal (train on all data in their
+last epochs: ST-Prune, InfoBatch) prune harder in their pruned epochs to make the same number of
+visits as Soft Random (``Retention.pruned_epoch_ratio``). ``pruned``: r over the pruned epochs only,
+the papers' protocol (an annealing pruner then makes more visits than r).
 """
 from __future__ import annotations
 
@@ -69,19 +75,36 @@ class Compression:
         return {"kind": "compression", "ratio": self.ratio, "temporal": self.temporal, "spatial": self.spatial}
 
 
+RETENTION_BASES = ("total", "pruned")
+
+
 @dataclass(frozen=True)
 class Retention:
     ratio: float
+    basis: str = "total"   # total: r of the visits over all epochs | pruned: r of each pruned epoch
 
     def __post_init__(self):
         _check_ratio(self.ratio, "retention ratio")
+        if self.basis not in RETENTION_BASES:
+            raise UserError(f"retention basis {self.basis!r} is not one of {', '.join(RETENTION_BASES)}")
 
     @property
     def label(self) -> str:
         return f"r={100 * self.ratio:g}%"
 
+    def pruned_epoch_ratio(self, num_epochs: int, pruned_epochs: int) -> float:
+        """The share of the samples each of ``pruned_epochs`` pruned epochs visits, when the other
+        epochs visit every sample. Pruned basis: r. Total basis: (r E - (E - P)) / P, so the visits over
+        all E epochs are r E n; 0 when the annealed epochs alone exceed r (the target is unreachable:
+        a pruner then keeps its minimum and records the share it reached)."""
+        if self.basis == "pruned" or pruned_epochs >= num_epochs:
+            return self.ratio
+        if pruned_epochs <= 0:
+            return 1.0
+        return max(0.0, (self.ratio * num_epochs - (num_epochs - pruned_epochs)) / pruned_epochs)
+
     def to_dict(self) -> dict:
-        return {"kind": "retention", "ratio": self.ratio}
+        return {"kind": "retention", "ratio": self.ratio, "basis": self.basis}
 
 
 def _number(text: str, what: str) -> float:
@@ -109,8 +132,8 @@ def parse_compressions(text: str) -> list[Compression]:
     return budgets
 
 
-def parse_retentions(text: str) -> list[Retention]:
-    budgets = [Retention(_number(p.strip(), "retention")) for p in text.split(",") if p.strip()]
+def parse_retentions(text: str, basis: str = "total") -> list[Retention]:
+    budgets = [Retention(_number(p.strip(), "retention"), basis) for p in text.split(",") if p.strip()]
     if not budgets:
         raise UserError("no retention given; write e.g. --retention 0.1,0.3")
     return budgets
@@ -122,4 +145,4 @@ def budget_from_dict(spec: dict | None) -> Compression | Retention | None:
         return None
     if spec["kind"] == "compression":
         return Compression(spec["ratio"], spec.get("temporal"), spec.get("spatial"))
-    return Retention(spec["ratio"])
+    return Retention(spec["ratio"], spec.get("basis", "pruned"))   # records before the basis: pruned

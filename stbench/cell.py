@@ -33,6 +33,7 @@ from stbench.data.catalog import load_dataset
 from stbench.data.core import array_sha256
 from stbench.data.windows import Series, WindowSpec
 from stbench.measure import Meter
+from stbench.models.graph import predefined_graph
 from stbench.plugins import load_builtin
 from stbench.protocols import CondensedSet, RunContext
 from stbench.registry import DATASETS, METHODS, MODELS
@@ -178,6 +179,7 @@ class Workspace:
     def _execute(self, spec: CellSpec, meter: Meter, record: dict, progress) -> None:
         c = spec.config
         method = METHODS.get(c["method"]).make(c["method_params"])
+        record["label_source"] = method.label_source()
         budget = budget_from_dict(c["budget"])
         ctx = self._context(c["seed"], c["model"], c["preset"], meter)
         cfg = TrainConfig(**c["train"])
@@ -207,6 +209,7 @@ class Workspace:
             with ctx.meter.phase("condense"):  # a pruner's own set-up (e.g. ST-Prune's stationarity pass)
                 method.start(n_train, budget, ctx)
         record["model_parameters"] = sum(p.numel() for p in model.parameters())
+        record["graph_source"] = self.graph_source(c["model"])
         result = fit(model, source, schedule, cfg, val, test, eval_loc_input, ctx,
                      progress=_epoch_progress if progress else None)
         record["train_config"] = dataclasses.asdict(cfg)
@@ -224,6 +227,8 @@ class Workspace:
             record["budget_achieved"] = sum(result.visits_per_epoch) / (cfg.epochs * n_train)
             # retention over all epochs is budget_achieved; pruners that anneal report their pruned epochs
             record["retention_nominal"] = budget.ratio if budget is not None else 1.0
+            record["retention_basis"] = budget.basis if budget is not None else None
+            record["retention_total"] = record["budget_achieved"]
             record["retention_pruned_epochs"] = record["budget_achieved"]
             report = getattr(method, "report", None)
             if report is not None:
@@ -237,15 +242,23 @@ class Workspace:
             series=self.series, model_factory=self._model_factory(model), dataset_defaults=dict(self.spec.defaults),
         )
 
+    @functools.cached_property
+    def graph(self) -> tuple[np.ndarray | None, str]:
+        """The predefined graph of models with ``uses_adjacency``, and its source (``predefined_graph``)."""
+        return predefined_graph(self.series.data.adj, self.series.data.coords)
+
+    def graph_source(self, model: str) -> str | None:
+        return self.graph[1] if getattr(MODELS.get(model), "uses_adjacency", False) else None
+
     def _model_factory(self, name: str):
         window, series, device = self.window, self.series, self.device
 
         def build(num_locations: int, model_name: str | None = None, in_channels: int | None = None):
             cls = MODELS.get(model_name or name)
             extra = {}
-            if getattr(cls, "uses_adjacency", False) and series.data.adj is not None \
+            if getattr(cls, "uses_adjacency", False) and self.graph[0] is not None \
                     and num_locations == series.num_locations:   # e.g. Graph WaveNet's transition supports
-                extra["adjacency"] = series.data.adj
+                extra["adjacency"] = self.graph[0]
             return cls(num_locations, in_channels or series.num_channels, len(series.data.targets),
                        window.input_len, window.output_len, **extra).to(device)
         return build

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", default="synthetic-weather")
     run.add_argument("--budgets", default="0.005", help="compression ratios, e.g. 0.005,0.01 or 0.005=0.1x0.05")
     run.add_argument("--retention", default="0.3", help="retention ratios for pruners, e.g. 0.1,0.3,0.5,0.7")
+    run.add_argument("--retention-basis", default="total", choices=["total", "pruned"],
+                     help="total: r of the visits over all epochs, for every pruner (default); pruned: r over "
+                          "the pruned epochs only, the papers' protocol")
     run.add_argument("--seeds", default="0", help="comma-separated seeds")
     run.add_argument("--model", default="auto", help="evaluation model; auto: mtgnn, or mtgnn-le for "
                                                      "bi-dimensional sets")
@@ -67,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, default=None, help="override the preset's evaluation epochs")
     run.add_argument("--select-metric", default=None, choices=["rel_rmse", "rel_mae", "rmse", "mae"],
                      help="validation metric that selects the tested checkpoint (default rel_rmse)")
+    run.add_argument("--optimizer", default=None, choices=["sgd", "adam", "muon"],
+                     help="override the preset's evaluation-model optimizer (muon: Muon on weight matrices, "
+                          "Adam on the rest)")
     run.add_argument("--input-len", type=int, default=12)
     run.add_argument("--output-len", type=int, default=12)
     run.add_argument("--executor", default="serial", help="serial | process | ray: where cells run")
@@ -118,11 +124,11 @@ def cmd_run(args) -> int:
         raise UserError("--input-len and --output-len must be at least 1")
     grid = Grid(
         methods=args.methods, dataset=args.dataset, budgets=parse_compressions(args.budgets),
-        retentions=parse_retentions(args.retention), seeds=_ints(args.seeds, "--seeds"), model=args.model,
+        retentions=parse_retentions(args.retention, args.retention_basis), seeds=_ints(args.seeds, "--seeds"), model=args.model,
         preset=args.preset, device=args.device, data_dir=args.data_dir, results=args.results,
         params=_pairs(args.set, "--set"), dataset_options=_pairs(args.size, "--size"),
-        train_overrides={k: v for k, v in (("epochs", args.epochs), ("select_metric", args.select_metric))
-                         if v is not None},
+        train_overrides={k: v for k, v in (("epochs", args.epochs), ("select_metric", args.select_metric),
+                                           ("optimizer", args.optimizer)) if v is not None},
         window=WindowSpec(args.input_len, args.output_len),
         retry=tuple(filter(None, (p.strip() for p in args.retry.split(",")))),
     )

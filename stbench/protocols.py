@@ -24,6 +24,9 @@ from stbench.measure import Meter
 from stbench.sources import FixedSchedule, source_for
 
 
+LABEL_SOURCES = ("real", "learned", "expert-relabelled", "teacher")
+
+
 @dataclass
 class CondensedSet:
     """The output of a static method: either synthetic tensors or indices into the real training data.
@@ -125,6 +128,7 @@ class Method(abc.ABC):
     bidimensional: ClassVar[bool] = False   # reduces locations too: needs an inductive model
     uses_eval_model: ClassVar[bool] = False  # condensation trains/reads the evaluation model (CRAIG):
                                              # its cached set is then keyed by that model too
+    labels: ClassVar[str] = "real"           # where the training targets come from (LABEL_SOURCES)
 
     @dataclass
     class Params:
@@ -148,6 +152,14 @@ class Method(abc.ABC):
         """Refuse parameters this dataset cannot honour, before any compute (raise ``ValueError``
         saying what to change, e.g. more location subsets than locations). Ranges that do not depend
         on the data belong in ``Params.__post_init__``, which also raises ``ValueError``."""
+
+    def label_source(self) -> str:
+        """Where the targets the evaluation model trains on come from (one of ``LABEL_SOURCES``):
+        ``real`` windows, ``learned`` (optimised with the inputs), ``expert-relabelled`` (a frozen
+        full-data expert's forecasts moved into them, CondTSF) or ``teacher`` (a full-data model's
+        labels of the synthetic inputs, DM/IDM's default). Methods whose source depends on a parameter
+        override this; reports group rows by it."""
+        return self.labels
 
     def is_bidimensional(self, budget) -> bool:
         """Whether this run reduces locations (then it needs an inductive evaluation model)."""

@@ -34,7 +34,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 64
     lr: float = 1e-3
-    optimizer: str = "adam"          # adam | sgd
+    optimizer: str = "adam"          # adam | sgd | muon (Muon on 2-D weights, Adam on the rest)
     momentum: float = 0.9            # sgd only
     weight_decay: float = 0.0
     lr_schedule: str = "constant"    # constant | cosine (per epoch, so it does not depend on epoch length)
@@ -78,9 +78,32 @@ def error_matrix(pred, y, mask) -> torch.Tensor:
     return err.masked_fill(count == 0, float("nan"))
 
 
+class MuonAdam(torch.optim.Optimizer):
+    """Muon (torch.optim.Muon, Jordan et al. 2024) on the 2-D weight matrices, Adam on every other
+    parameter (biases, norms, convolution kernels), as Muon is defined for matrices only. Muon's
+    ``adjust_lr_fn="match_rms_adamw"`` (Liu et al. 2025) scales its update to Adam's RMS, so one learning
+    rate serves both. ``param_groups`` are the two optimisers' own, so a learning-rate scheduler
+    reaches both."""
+
+    def __init__(self, params, lr: float, weight_decay: float):
+        params = [p for p in params if p.requires_grad]
+        matrices, rest = [p for p in params if p.ndim == 2], [p for p in params if p.ndim != 2]
+        super().__init__(params, {"lr": lr})
+        self.parts = ([torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")]
+                      if matrices else []) + ([torch.optim.Adam(rest, lr=lr, weight_decay=weight_decay)] if rest else [])
+        self.param_groups = [g for part in self.parts for g in part.param_groups]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for part in self.parts:
+            part.step()
+
+
 def _optimizer(model, cfg: TrainConfig):
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "muon":
+        return MuonAdam(model.parameters(), cfg.lr, cfg.weight_decay)
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 

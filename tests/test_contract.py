@@ -23,7 +23,7 @@ import torch
 from stbench import measure
 from stbench.budgets import Compression, Retention
 from stbench.plugins import load_builtin
-from stbench.protocols import CondensedSet, Condenser, Pruner
+from stbench.protocols import LABEL_SOURCES, CondensedSet, Condenser, Pruner
 from stbench.registry import METHODS, Entry
 from stbench.runner import Grid, Runner, make_method
 
@@ -96,6 +96,7 @@ def check_contract(name: str, tmp_path) -> None:
 
     # (a) the budget, exactly
     method = make_method(name, _params(name))
+    assert first["label_source"] == method.label_source()
     n_train, n_loc = first["split_windows"]["train"], first["dataset_shape"][1]
     epochs, visits = first["epochs"], first["visits_per_epoch"]
     assert epochs == EPOCHS[method.kind] and len(visits) == epochs
@@ -115,8 +116,19 @@ def check_contract(name: str, tmp_path) -> None:
         assert visits[pruned:] == [n_train] * (epochs - pruned)   # annealed epochs: every sample
         achieved = sum(visits[:pruned]) / (pruned * n_train)
         assert first["retention_pruned_epochs"] == pytest.approx(achieved)
-        assert abs(achieved - ratio) <= 0.5 / n_train + 1e-12, \
-            f"retention missed: {achieved} for {ratio} ({first.get('retention_note')})"
+        assert first["retention_basis"] == RETENTION.basis and first["retention_total"] == first["budget_achieved"]
+        target = RETENTION.pruned_epoch_ratio(epochs, pruned)   # total basis: r over all epochs
+        assert abs(achieved - target) <= 0.5 / n_train + 1e-12, \
+            f"retention missed: {achieved} for {target} ({first.get('retention_note')})"
+        assert abs(first["budget_achieved"] - ratio) <= 0.5 / n_train + 1e-12, "retention missed over all epochs"
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_declares_where_its_targets_come_from(name):
+    method = make_method(name, {})
+    assert method.label_source() in LABEL_SOURCES, f"{name} declares label source {method.label_source()!r}"
+    if method.kind != "static":
+        assert method.label_source() == "real"      # pruners and full data train on the real windows
 
 
 # --- the contract tells right from wrong ----------------------------------------------------------
@@ -147,3 +159,12 @@ def test_the_contract_fails_a_method_that_breaks_it(broken, reason, tmp_path, mo
     monkeypatch.setitem(METHODS._entries, name, Entry(name, broken, "test"))
     with pytest.raises(AssertionError, match=reason):
         check_contract(name, tmp_path)
+
+
+def test_label_sources_of_the_distillers_follow_their_targets():
+    expected = {"random": "real", "herding": "real", "kcenter": "real", "craig": "real", "stemdist-kcenter": "real",
+                "dc": "learned", "mtt": "learned", "datm": "learned", "frepo": "learned", "stemdist": "learned",
+                "stemdist-mtt": "learned", "dm": "teacher", "idm": "teacher"}
+    for name, source in expected.items():
+        assert make_method(name, {}).label_source() == source, name
+    assert make_method("dm", {"label_mode": "learned"}).label_source() == "learned"

@@ -17,7 +17,8 @@ from torch.utils._pytree import tree_leaves
 
 import stbench.models  # noqa: F401  (registers the models)
 from stbench.cli import main
-from stbench.models.graph import chebyshev_sum, chebyshev_terms, gaussian_kernel, learned_adjacency, scaled_laplacian
+from stbench.models.graph import (chebyshev_sum, chebyshev_terms, gaussian_kernel, learned_adjacency,
+                                  predefined_graph, scaled_laplacian)
 from stbench.models.stnorm import SpatialNorm, TemporalNorm
 from stbench.registry import MODELS
 from stbench.results import ResultStore
@@ -232,6 +233,28 @@ def test_gaussian_kernel_of_coordinates():
     w = gaussian_kernel(coords)
     assert np.allclose(w, w.T) and np.all(np.diag(w) == 0) and np.all((w >= 0) & (w <= 1))
     assert w[0, 1] > w[0, 2] > 0 and w[0, 3] == 0      # far apart: under the threshold
+
+
+def test_predefined_graph_is_the_adjacency_else_the_kernel_of_the_coordinates_else_none():
+    adj = np.ones((4, 4), dtype=np.float32)
+    coords = np.array([[0.0, 0.0], [0.0, 0.01], [0.0, 0.02], [10.0, 10.0]])
+    assert predefined_graph(adj, coords)[1] == "dataset" and predefined_graph(adj, coords)[0] is adj
+    graph, source = predefined_graph(None, coords)
+    assert source == "gaussian-kernel" and np.array_equal(graph, gaussian_kernel(coords))
+    assert predefined_graph(None, None) == (None, "learned")
+
+
+def test_runner_gives_stgcn_adj_the_coordinate_kernel_when_a_dataset_has_no_adjacency(tmp_path):
+    from stbench.cell import Workspace
+    from stbench.data.windows import WindowSpec
+    ws = Workspace("synthetic-traffic", {"locations": 6, "steps": 300}, None, WindowSpec(), torch.device("cpu"))
+    assert ws.graph_source("stgcn-adj") == "dataset" and ws.graph_source("stgcn") is None
+    ws.series.data.adj = None
+    del ws.__dict__["graph"]                        # the cached graph of the dataset as loaded
+    built = ws._model_factory("stgcn-adj")(6)
+    expected = MODELS.get("stgcn-adj")(6, ws.series.num_channels, 1, adjacency=gaussian_kernel(ws.series.data.coords))
+    assert ws.graph_source("stgcn-adj") == "gaussian-kernel"
+    assert torch.equal(built.laplacian, expected.laplacian)
 
 
 def test_stnorm_normalisations_are_the_papers():

@@ -40,9 +40,10 @@ def make_ctx(series, seed: int) -> RunContext:
                       preset="smoke", series=series, model_factory=lambda n, name=None: None)
 
 
-def started(name: str, series, ratio: float, seed: int = 0, **params):
+def started(name: str, series, ratio: float, seed: int = 0, basis: str = "pruned", **params):
+    """A pruner started on the training windows; the pruned basis (the papers' protocol) unless told."""
     pruner = METHODS.get(name).make(params)
-    pruner.start(len(series.split("train")), Retention(ratio), make_ctx(series, seed))
+    pruner.start(len(series.split("train")), Retention(ratio, basis), make_ctx(series, seed))
     return pruner
 
 
@@ -312,6 +313,42 @@ def test_the_last_epochs_use_every_sample_with_unit_weights(series, name, pruned
     assert pruner.report()["annealed_epochs"] == 100 - pruned
 
 
+def total_retention(plan, n: int) -> float:
+    return sum(len(ids) for ids, _ in plan) / (len(plan) * n)
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.5, 0.7])
+@pytest.mark.parametrize("name", PRUNERS)
+def test_on_the_total_basis_every_pruner_visits_r_of_all_epochs(series, name, ratio):
+    """Annealing pruners prune harder in their pruned epochs so that all epochs together make r x E x n
+    visits, as Soft Random does; InfoBatch, which cannot drop its not-well-learned samples, records
+    that it missed the target instead."""
+    pruner = started(name, series, ratio, basis="total")
+    plan = simulate(pruner, 100)
+    reached = total_retention(plan, pruner.num_samples)
+    if name == "infobatch" and reached > ratio + 0.01:
+        assert "not reached" in pruner.report()["retention_note"]
+    else:
+        assert reached == pytest.approx(ratio, abs=0.01)
+
+
+def test_total_basis_pruned_epochs_keep_the_share_that_pays_for_the_annealed_epochs(series):
+    pruner = started("stprune", series, 0.3, basis="total")      # 90 pruned + 10 full epochs
+    plan = simulate(pruner, 100)
+    n = pruner.num_samples
+    assert all(len(ids) == round((0.3 * 100 - 10) / 90 * n) for ids, _ in plan[:90])
+    assert Retention(0.3).pruned_epoch_ratio(100, 90) == pytest.approx(20 / 90)
+    assert Retention(0.3, "pruned").pruned_epoch_ratio(100, 90) == 0.3
+    assert Retention(0.05).pruned_epoch_ratio(100, 90) == 0.0    # the annealed epochs alone exceed it
+
+
+def test_stprune_records_a_total_target_its_annealed_epochs_exceed(series):
+    pruner = started("stprune", series, 0.05, basis="total")
+    plan = simulate(pruner, 100)
+    assert all(len(ids) == 1 for ids, _ in plan[:90])             # the least it can keep
+    assert "not reached" in pruner.report()["retention_note"]
+
+
 # --- InfoBatch ------------------------------------------------------------------------------------
 
 def test_infobatch_kept_low_loss_samples_carry_the_inverse_keep_ratio(series):
@@ -458,9 +495,10 @@ def test_every_pruner_runs_through_the_cli_and_records_its_retention(tmp_path):
     names = [n for n in PRUNERS if n != "soft-random"]
     assert main(["run", "--methods", ",".join(names), "--dataset", "synthetic-traffic",
                  "--size", "locations=12,steps=400", "--epochs", "10", "--model", "mlp", "--retention", "0.3",
-                 "--quiet", "--results", results]) == 0
+                 "--retention-basis", "pruned", "--quiet", "--results", results]) == 0
     records = {r["method"]: r for r in ResultStore(results).records()}
     assert sorted(records) == sorted(names)
+    assert {r["retention_basis"] for r in records.values()} == {"pruned"}
     n = records["stprune"]["split_windows"]["train"]
     for name, r in records.items():
         assert r["status"] == "ok", (name, r.get("error"))
@@ -485,3 +523,18 @@ def test_every_pruner_runs_through_the_cli_and_records_its_retention(tmp_path):
     assert infobatch["pruned_epochs"] == 8
     assert (infobatch["retention_pruned_epochs"] == pytest.approx(0.3, abs=0.01)
             or "not reached" in infobatch["retention_note"])
+
+
+def test_the_cli_matches_retention_on_total_visits_by_default(tmp_path):
+    results = str(tmp_path / "res")
+    names = ["stprune", "infobatch", "soft-random", "hard-random"]
+    assert main(["run", "--methods", ",".join(names), "--dataset", "synthetic-traffic",
+                 "--size", "locations=12,steps=400", "--epochs", "10", "--model", "mlp", "--retention", "0.5",
+                 "--quiet", "--results", results]) == 0
+    records = {r["method"]: r for r in ResultStore(results).records()}
+    for name, r in records.items():
+        assert r["retention_basis"] == "total" and r["retention_nominal"] == 0.5
+        assert r["retention_total"] == r["budget_achieved"]
+        if name != "infobatch" or "retention_note" not in r:
+            assert r["retention_total"] == pytest.approx(0.5, abs=0.01), name
+    assert records["stprune"]["retention_pruned_epochs"] == pytest.approx((0.5 * 10 - 1) / 9, abs=0.01)

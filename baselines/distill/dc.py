@@ -44,6 +44,8 @@ from stbench.train import TrainConfig, per_sample_loss, train_step
 
 @METHODS.register("dc", family="distill", description="DC gradient matching, temporal only (transductive MTGNN)")
 class DC(Condenser):
+    labels = "learned"   # synthetic x and y are both optimised
+
     @dataclass
     class Params:
         outer_iterations: int = 0      # 0: the preset's
@@ -72,8 +74,11 @@ class DC(Condenser):
         batch = matching_batch_size(train, ctx, p.batch_size)
         info = {"outer_iteration_s": [], "matching_loss": [], "init_ids": init_ids.tolist(),
                 "loops": {"outer": outer, "distill": distill, "model_epochs": model_epochs, "batch": batch}}
-        for _ in range(outer):
+        for it in range(outer):
             tick = ctx.meter.clock()
+            if not self.before_iteration(it, x_s, y_s, ctx):   # a plugin replaced this step (CondTSF)
+                info["outer_iteration_s"].append(ctx.meter.clock() - tick)
+                continue
             model = ctx.model_factory(n, p.model, in_channels=x_s.shape[3]).to(ctx.device).twice_differentiable()
             opt_model = torch.optim.Adam(model.parameters(), lr=p.lr_model)
             params = [q for q in model.parameters() if q.requires_grad]
@@ -91,6 +96,11 @@ class DC(Condenser):
             info["outer_iteration_s"].append(ctx.meter.clock() - tick)
             info["matching_loss"].append(float(np.mean(losses)))
         return CondensedSet(x=x_s.detach(), y=y_s.detach(), hints={"batch_size": m_s}, info=info)
+
+    def before_iteration(self, it: int, x_s, y_s, ctx) -> bool:
+        """Plugin hook (CondTSF) at the start of outer iteration ``it``, given the synthetic leaves;
+        returns whether the iteration's own updates run. DC itself: nothing, True."""
+        return True
 
     def matching_distance(self, model, params, real_batch_, x_s, y_s) -> torch.Tensor:
         """Layer-wise cosine distance between the real-batch and the synthetic-set loss gradients."""

@@ -51,6 +51,8 @@ def krr_predict(f_target, f_support, y_support, lam: float) -> torch.Tensor:
 
 @METHODS.register("frepo", family="distill", description="FRePo: KRR on MTGNN features with an online model pool")
 class FRePo(Condenser):
+    labels = "learned"   # synthetic x and y are both optimised
+
     @dataclass
     class Params:
         steps: int = 0                 # 0: the preset's

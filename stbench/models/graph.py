@@ -10,6 +10,9 @@
 - ``gaussian_kernel``: a graph from coordinates when a dataset has no adjacency: W_ij =
   exp(-(d_ij / sigma)^2) for great-circle distances d, sigma their standard deviation, entries under
   ``threshold`` set to 0 (the thresholded Gaussian kernel of DCRNN and STGCN's data preparation).
+- ``predefined_graph``: the graph a model with ``uses_adjacency`` gets from the runner: the dataset's
+  adjacency; without one, ``gaussian_kernel`` of its coordinates; without either none (the model then
+  uses its learned graph). Records name the source (``graph_source``).
 - ``LocationVectors``: the per-location vectors of a model, either a learned (N, dim) table
   (transductive) or the STemDist location encoder (paper eq. 3-5, ``mtgnn.LocationEncoder``) applied
   to ``loc_input`` (inductive: any number of locations).
@@ -86,6 +89,16 @@ def gaussian_kernel(coords, threshold: float = 0.1) -> np.ndarray:
     w[w < threshold] = 0.0
     np.fill_diagonal(w, 0.0)
     return w.astype(np.float32)
+
+
+def predefined_graph(adj, coords) -> tuple[np.ndarray | None, str]:
+    """(graph, source): ``adj`` ("dataset"), else the Gaussian kernel of ``coords`` ("gaussian-kernel"),
+    else (None, "learned")."""
+    if adj is not None:
+        return adj, "dataset"
+    if coords is not None:
+        return gaussian_kernel(coords), "gaussian-kernel"
+    return None, "learned"
 
 
 class LocationVectors(nn.Module):

@@ -5,9 +5,11 @@ Blocks x layers of: a gated temporal convolution (tanh(filter) * sigmoid(gate), 
 eq. 6: order-K powers of every support applied to the signal, concatenated with it, mixed by a 1x1
 convolution, dropout), a residual connection and BatchNorm. The supports are the adaptive adjacency
 softmax(relu(E1 E2^T)) (eq. 5; two learned N x node_dim tables, so the model is transductive) and,
-when the dataset has an adjacency, its forward and backward transition matrices (row-normalised A
-and A^T; a node without edges keeps a zero row). The runner passes ``adjacency`` to models with
-``uses_adjacency = True``. Inputs shorter than the receptive field (13 steps by default) are
+when the runner passes a predefined graph, its forward and backward transition matrices (row-normalised
+A and A^T; a node without edges keeps a zero row). The runner passes ``adjacency`` to models with
+``uses_adjacency = True``: the dataset's, else the Gaussian kernel of its coordinates (as Graph WaveNet's
+METR-LA graph was built from road distances), else none (adaptive adjacency only); ``graph_source``
+in the record says which. Inputs shorter than the receptive field (13 steps by default) are
 left-padded with zeros; the output head, ReLU -> 1x1 conv -> ReLU -> conv, maps the remaining time
 steps to (B, L_out, N, C_out). Tensors inside are laid out (B, C, N, L).
 """

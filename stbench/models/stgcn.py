@@ -7,7 +7,9 @@
   trains on N' locations and predicts on any N.
 - ``stgcn-adj``: STGCN as published, for datasets with a road graph: Chebyshev graph convolution on
   the scaled Laplacian of the dataset's adjacency (``uses_adjacency``: the runner passes it when the
-  model trains on all locations). Without an adjacency it falls back to the learned graph of ``stgcn``.
+  model trains on all locations; a dataset without one but with coordinates gives the thresholded
+  Gaussian kernel of their distances, as STGCN's data preparation builds W, ``graph.predefined_graph``).
+  With neither it falls back to the learned graph of ``stgcn``.
 
 Architecture (the paper's Fig. 2; residual alignment, LayerNorm and output layer as in the
 authors' TensorFlow code). Two ST-Conv blocks with channels 64, 16, 64 (the paper's experimental
@@ -225,7 +227,8 @@ class STGCNLE(_LearnedGraph):
 @MODELS.register("stgcn-adj", family="stgnn",
                  description="STGCN as published: Chebyshev convolution on the dataset's adjacency (transductive)")
 class STGCNAdj(_STGCNBackbone):
-    """STGCN on the scaled Laplacian of ``adjacency`` (N, N); without one, the learned graph of ``stgcn``."""
+    """STGCN on the scaled Laplacian of ``adjacency`` (N, N: the dataset's, or the Gaussian kernel of its
+    coordinates); without one, the learned graph of ``stgcn``."""
 
     inductive = False
     uses_adjacency = True
