@@ -538,3 +538,41 @@ def test_the_cli_matches_retention_on_total_visits_by_default(tmp_path):
         if name != "infobatch" or "retention_note" not in r:
             assert r["retention_total"] == pytest.approx(0.5, abs=0.01), name
     assert records["stprune"]["retention_pruned_epochs"] == pytest.approx((0.5 * 10 - 1) / 9, abs=0.01)
+
+
+def test_muon_steps_matrices_with_muon_and_the_rest_with_adam():
+    from stbench.train import MuonAdam
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    opt = MuonAdam(model.parameters(), 1e-2, 0.0)
+    muon, adam = opt.parts
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adam, torch.optim.Adam)
+    assert {p.ndim for g in muon.param_groups for p in g["params"]} == {2}
+    assert {p.ndim for g in adam.param_groups for p in g["params"]} == {1}
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 4)
+    model(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    scheduler.step()                                               # a scheduler reaches both parts
+    assert muon.param_groups[0]["lr"] == adam.param_groups[0]["lr"] < 1e-2
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "muon"])
+def test_the_optimizer_axis_runs_from_the_command_line(tmp_path, optimizer):
+    results = str(tmp_path / "res")
+    assert main(["run", "--methods", "stprune", "--dataset", "synthetic-traffic", "--size", "locations=6,steps=300",
+                 "--epochs", "2", "--model", "mlp", "--optimizer", optimizer, "--quiet", "--results", results]) == 0
+    (record,) = ResultStore(results).records()
+    assert record["status"] == "ok" and record["train_config"]["optimizer"] == optimizer
+
+
+@pytest.mark.parametrize("length", [24, 96])
+def test_the_horizon_axis_derives_the_retention_from_the_window_count(tmp_path, length):
+    results = str(tmp_path / "res")
+    assert main(["run", "--methods", "hard-random", "--dataset", "synthetic-traffic",
+                 "--size", "locations=6,steps=1000", "--epochs", "1", "--model", "mlp", "--retention", "0.3",
+                 "--input-len", str(length), "--output-len", str(length), "--quiet", "--results", results]) == 0
+    (record,) = ResultStore(results).records()
+    n_train = record["split_windows"]["train"]
+    assert n_train == 600 - 2 * length + 1                         # windows of the 60% training steps
+    assert record["visits_per_epoch"] == [round(0.3 * n_train)]
+    assert record["reduced_shape"][1] == length
