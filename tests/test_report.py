@@ -278,6 +278,34 @@ def test_a_pruner_that_missed_its_retention_is_marked_and_not_ranked(tmp_path):
     assert "‡" not in row and "**" in row
 
 
+def test_on_the_total_basis_a_cell_is_marked_by_its_share_of_visits_over_all_epochs(tmp_path):
+    """Total-basis records: an annealing pruner that visited 19% of all epochs' samples for r=10% is
+    marked with that share (whatever its pruned epochs kept); one within a point is ranked; a store
+    with both bases gets one table per basis, each captioned with its basis."""
+    records = [r for r in _fixture_records() if r["dataset"] == "gba"]
+    template = next(r for r in records if r["method"] == "soft-random" and r["budget"]["ratio"] == 0.1)
+    total = []
+    for method, visited in (("stprune", 0.19), ("soft-random", 0.1), ("hard-random", 0.105)):
+        r = copy.deepcopy(template)
+        r.update(method=method, family="selection" if method == "hard-random" else "pruning",
+                 run_id=f"{method}-total", budget_achieved=visited, retention_pruned_epochs=0.1)
+        r["budget"] = dict(r["budget"], basis="total")
+        r["metrics"]["test"] = {k: v / 10 for k, v in r["metrics"]["test"].items()}
+        total.append(r)
+    write_report(_store(tmp_path, records + total), tmp_path / "out", ["pruning"], [], default_dir(),
+                 say=lambda line: None)
+    tables = tmp_path / "out" / "tables"
+    assert {p.name for p in tables.glob("pruning_mae*.md")} == {"pruning_mae_total.md", "pruning_mae_pruned.md"}
+    mae = (tables / "pruning_mae_total.md").read_text()
+    assert "(total basis)" in mae and "sample visits over all epochs" in mae
+    rows = {line.split("|")[1].strip(): line for line in mae.splitlines() if line.startswith("| ")}
+    assert "‡" in rows["ST-Prune"] and "ST-Prune (gba): visited 19% for r=10%" in mae
+    assert "‡" not in rows["Soft Random"] and "‡" not in rows["Hard Random"]
+    lines = mae.splitlines()
+    assert lines.index(rows["Hard Random"]) < lines.index(rows["Soft Random"])   # static rows before dynamic
+    assert "(pruned basis)" in (tables / "pruning_mae_pruned.md").read_text()
+
+
 # --- captions from the records: the tested checkpoint, how often ST-Prune's eq. 5 applied ----------
 
 from stbench.report import tables as report_tables  # noqa: E402

@@ -11,7 +11,7 @@ from stbench.protocols import Pruner
 from stbench.registry import METHODS
 
 
-@METHODS.register("hard-random", family="pruning", description="one random subset for all epochs")
+@METHODS.register("hard-random", family="selection", description="one random subset for all epochs")
 class HardRandom(Pruner):
     def start(self, num_samples, budget, ctx) -> None:
         super().start(num_samples, budget, ctx)

@@ -60,6 +60,8 @@ def _row(r: dict) -> dict:
         "model_group": _model_group(r.get("model") or ""), "seed": r.get("seed"),
         "status": r.get("status") or "failed", "error": r.get("error") or "", "preset": r.get("preset") or "",
         "budget_kind": budget.get("kind", "full"), "ratio": budget.get("ratio", 1.0),
+        # retention over all epochs or the pruned ones; records from before the basis existed: pruned
+        "retention_basis": budget.get("basis", "pruned") if budget.get("kind") == "retention" else "",
         "budget_label": r.get("budget_label") or "full", "temporal": temporal, "spatial": spatial,
         "explicit_split": budget.get("temporal") is not None,
         "k": params.get(K_PARAM, (r.get("train_config") or {}).get("location_subsets")),
