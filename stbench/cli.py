@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list registered methods, datasets or models")
     lst.add_argument("what", choices=["methods", "datasets", "models"])
     lst.add_argument("--json", action="store_true")
+    lst.add_argument("--data-dir", default=None, help="datasets: also list the prepared folders found here "
+                                                      "(default $STBENCH_DATA or ./stbench-data)")
 
     show = sub.add_parser("show", help="print the results store as a table")
     show.add_argument("--results", default="results")
@@ -100,14 +102,33 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--tables", default="all",
                         help="'all', 'none' or main,cross-model,sweeps,pruning,time,reference")
     report.add_argument("--plots", default="all", help="'all', 'none' or train-cost,condense-time,scalability,"
-                                                      "error-vs-condense,prune-tradeoff,pareto")
+                                                      "error-vs-condense,prune-tradeoff,error-vs-visits,pareto")
     report.add_argument("--reference", default=None, help="folder of published numbers (default results/reference "
                                                           "of the stbench checkout)")
 
     prep = sub.add_parser("prepare", help="convert a real dataset into the canonical folder format")
     prep.add_argument("name")
-    prep.add_argument("--source", required=True, help="file or folder with the original data")
+    what = prep.add_mutually_exclusive_group(required=True)
+    what.add_argument("--source", help="file or folder with the original data of a registered dataset")
+    what.add_argument("--from", dest="from_files", metavar="FILES",
+                      help="any values file(s) .npy/.npz/.csv/.nc (comma-separated: stacked as channels) "
+                           "into a new dataset NAME")
+    what.add_argument("--synthetic", metavar="BUILTIN", help="write a built-in generator's data to disk as "
+                      "dataset NAME, chunk by chunk (with --size KNOB=VALUE)")
     prep.add_argument("--data-dir", default=None)
+    grid = prep.add_argument_group("era5 / cams (GRIB, NetCDF)")
+    grid.add_argument("--variables", help="comma-separated variables (default: the paper's six)")
+    grid.add_argument("--target", help="target variable or channel(s), names or indices")
+    grid.add_argument("--bbox", help="lat0,lat1,lon0,lon1 in degrees")
+    grid.add_argument("--stride", help="keep every k-th grid point along latitude and longitude")
+    grid.add_argument("--graph", help="grid (4-neighbour, default) or kernel (Gaussian of distances)")
+    grid.add_argument("--freq", help="LargeST: 5min or 15min (means of 3 steps); --from: the step length")
+    frm = prep.add_argument_group("--from")
+    frm.add_argument("--adj", help="(N, N) adjacency, .npy or .csv")
+    frm.add_argument("--coords", help="(N, 2) latitude, longitude in degrees, .npy or .csv")
+    frm.add_argument("--timestamps", help="one time per step, .npy or .csv/.txt")
+    frm.add_argument("--mask-zeros", help="yes: a 0 target reading means missing; no: 0 is a real value")
+    prep.add_argument("--size", action="append", metavar="KNOB=VALUE", help="--synthetic: size knobs")
     return parser
 
 
@@ -115,9 +136,11 @@ def cmd_run(args) -> int:
     from stbench.budgets import parse_compressions, parse_retentions
     from stbench.data.windows import WindowSpec
     from stbench.executors import make_executor
+    from stbench.data.catalog import use_data_dir
     from stbench.runner import Grid, Runner
     from stbench.summary import aggregate_table
 
+    use_data_dir(args.data_dir)   # prepared folders there are found by name, also in worker processes
     if args.epochs is not None and args.epochs < 1:
         raise UserError("--epochs must be at least 1")
     if min(args.input_len, args.output_len) < 1:
@@ -152,6 +175,9 @@ def cmd_list(args) -> int:
     from stbench.registry import DATASETS, METHODS, MODELS
 
     load_builtin()
+    if args.what == "datasets":
+        from stbench.data.catalog import discover_datasets
+        discover_datasets(args.data_dir)
     registry = {"methods": METHODS, "datasets": DATASETS, "models": MODELS}[args.what]
     rows = []
     for entry in registry.entries():
@@ -160,7 +186,9 @@ def cmd_list(args) -> int:
             row["kind"] = entry.obj.kind
             row["params"] = {f.name: f.default for f in dataclasses.fields(entry.obj.Params)}
         elif args.what == "datasets":
-            row["kind"] = "built-in" if entry.obj.builtin else "prepare: " + entry.obj.prepare_command()
+            spec = entry.obj
+            row["kind"] = ("built-in" if spec.builtin else "prepared folder" if spec.discovered
+                           else "prepare: " + spec.prepare_command())
         else:
             row["inductive"] = entry.obj.inductive
         rows.append(row)
@@ -190,13 +218,34 @@ def cmd_report(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from stbench.data.catalog import data_dir, prepare_dataset
+    from stbench.data.catalog import data_dir, prepare_dataset, prepare_from
     from stbench.plugins import load_builtin
     from stbench.results import writable_dir
 
     load_builtin()
     writable_dir(data_dir(args.data_dir), "--data-dir")
-    folder = prepare_dataset(args.name, args.source, args.data_dir)
+    grid = {"variables": args.variables, "target": args.target, "bbox": args.bbox, "stride": args.stride,
+            "graph": args.graph, "freq": args.freq}
+    files = {"adj": args.adj, "coords": args.coords, "timestamps": args.timestamps, "mask_zeros": args.mask_zeros}
+    if args.from_files is None and any(v is not None for v in files.values()):
+        given = ", ".join("--" + k.replace("_", "-") for k, v in files.items() if v is not None)
+        raise UserError(f"{given} apply to --from only (a registered dataset states its own graph, "
+                        "timestamps and mask_zeros)")
+    if args.size and args.synthetic is None:
+        raise UserError("--size applies to --synthetic only")
+    if args.from_files is not None:
+        for key in ("bbox", "stride", "graph"):
+            if grid[key] is not None:
+                raise UserError(f"--{key} applies to era5/cams --source files, not to --from")
+        folder = prepare_from(args.name, args.from_files, args.data_dir, variables=args.variables,
+                              target=args.target, freq=args.freq, **files)
+    elif args.synthetic is not None:
+        from stbench.data.synthetic import write_synthetic
+        if any(v is not None for v in grid.values()):
+            raise UserError("--synthetic takes only --size KNOB=VALUE (and --data-dir)")
+        folder = write_synthetic(args.synthetic, args.name, args.data_dir, **_pairs(args.size, "--size"))
+    else:
+        folder = prepare_dataset(args.name, args.source, args.data_dir, **grid)
     print(f"prepared {args.name} in {folder}")
     return 0
 

@@ -353,3 +353,15 @@ def test_pruning_caption_says_how_often_eq5_applied():
     no_stprune = [r for r in _fixture_records() if not r["method"].startswith("stprune")]
     for table in report_tables.pruning_tables(runs_frame(no_stprune)):
         assert "eq. 5" not in table.caption
+
+
+def test_error_vs_visits_plots_each_pruner_at_its_achieved_share_of_all_epochs():
+    from stbench.report.plots import error_vs_visits
+    records = [r for r in _fixture_records() if r["dataset"] == "gba"]
+    df = runs_frame(records)
+    fig = error_vs_visits(df, colours(df["method"]))
+    xs = {round(float(x), 6) for ax in fig.axes for line in ax.get_lines() for x in line.get_xdata()}
+    achieved = {round(r["budget_achieved"], 6) for r in records
+                if (r.get("budget") or {}).get("kind") == "retention" and r["status"] == "ok" and len(
+                    [q for q in records if q["method"] == r["method"] and q["budget"] == r["budget"]]) == 1}
+    assert achieved and achieved <= xs and 1.0 in xs                # full data sits at 1

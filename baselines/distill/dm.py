@@ -81,6 +81,9 @@ class DM(Condenser):
         self.setup(train, n, ctx, info)
         for it in range(self._iterations(ctx)):
             tick = ctx.meter.clock()
+            if not self.before_iteration(it, x_s, y_s, ctx):   # a plugin replaced this step (CondTSF)
+                info["iteration_s"].append(ctx.meter.clock() - tick)
+                continue
             real = real_batch(train, sample_ids(ctx, len(train), batch))
             loss = self.iteration(it, train, real, x_s, y_s, n, ctx)
             opt.zero_grad(set_to_none=True)
@@ -97,6 +100,11 @@ class DM(Condenser):
                 y_out = torch.cat([teacher(xb) for xb in torch.split(x_s.detach(), batch)])
             info["teacher_s"] = ctx.meter.clock() - tick
         return CondensedSet(x=x_s.detach(), y=y_out, hints={"batch_size": m_s}, info=info)
+
+    def before_iteration(self, it: int, x_s, y_s, ctx) -> bool:
+        """Plugin hook (CondTSF) at the start of iteration ``it``, given the synthetic leaves; returns
+        whether the iteration's own update runs. DM itself: nothing, True."""
+        return True
 
     # -- pieces IDM overrides ------------------------------------------------------------------
     def setup(self, train, n, ctx, info) -> None:
@@ -126,6 +134,9 @@ class DM(Condenser):
             e_real = self.embed(model, xb, yb.masked_fill(~mb, 0.0)).mean(dim=0)
         e_syn = self.embed(model, x_s, y_s).mean(dim=0)
         return ((e_real - e_syn) ** 2).sum()
+
+    def label_source(self) -> str:
+        return "teacher" if self.params.label_mode == "teacher" else "learned"
 
     def train_teacher(self, train, n, ctx):
         """An MTGNN trained on the real windows (Adam), returned in eval mode."""

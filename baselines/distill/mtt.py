@@ -101,6 +101,8 @@ class ClusteredView:
 
 @METHODS.register("mtt", family="distill", description="MTT trajectory matching against cached MTGNN experts")
 class MTT(Condenser):
+    labels = "learned"   # synthetic x and y are both optimised
+
     @dataclass
     class Params:
         iterations: int = 0            # 0: the preset's
@@ -205,6 +207,11 @@ class MTT(Condenser):
         info["init_ids"] = ids.tolist()
         return x.clone(), y.masked_fill(~mask, 0.0).clone()
 
+    def before_iteration(self, it: int, x_s, y_s, ctx) -> bool:
+        """Plugin hook (CondTSF) at the start of iteration ``it``, given the synthetic leaves; returns
+        whether the iteration's own update runs. MTT itself: nothing, True."""
+        return True
+
     # -- distillation ----------------------------------------------------------------------------
     def condense(self, train, budget, ctx) -> CondensedSet:
         p = self.params
@@ -225,6 +232,9 @@ class MTT(Condenser):
         iterations = self.sizes(ctx)[0]
         for it in range(iterations):
             tick = ctx.meter.clock()
+            if not self.before_iteration(it, x_s, y_s, ctx):   # a plugin replaced this step (CondTSF)
+                info["iteration_s"].append(ctx.meter.clock() - tick)
+                continue
             traj = buffers[int(ctx.rng.integers(len(buffers)))]
             lo, hi = self.start_range(budget, it, iterations, len(traj))
             t = int(ctx.rng.integers(lo, hi + 1))
@@ -246,18 +256,24 @@ class MTT(Condenser):
 
     def trajectory_loss(self, student, start, target, x_s, y_s, syn_lr, view, ctx) -> torch.Tensor:
         """Normalised parameter distance after ``syn_steps`` student steps on the synthetic set."""
+        theta = self.unroll(student, start, x_s, y_s, syn_lr, view, ctx)
+        return ((theta - target) ** 2).sum() / ((start - target) ** 2).sum().clamp(min=1e-12)
+
+    def unroll(self, student, start, x_s, y_s, syn_lr, view, ctx, steps: int | None = None) -> torch.Tensor:
+        """The student's parameters after ``steps`` (default ``syn_steps``) differentiable SGD steps from
+        ``start`` on synthetic mini-batches (TimeDC reuses it for its task loss and curriculum)."""
         p = self.params
         theta = start.clone().requires_grad_(True)
         m = x_s.shape[0]
         size = p.syn_batch or m
-        for _ in range(p.syn_steps):
+        for _ in range(p.syn_steps if steps is None else steps):
             ids = torch.as_tensor(ctx.rng.choice(m, size=min(size, m), replace=False), device=x_s.device) \
                 if size < m else slice(None)
             xb, yb = x_s[ids], y_s[ids]
             loss = self.student_loss(student(theta, xb, view.syn_loc(x_s)), yb, view.location_weight)
             grad = torch.autograd.grad(loss, theta, create_graph=True)[0]
             theta = theta - syn_lr * grad
-        return ((theta - target) ** 2).sum() / ((start - target) ** 2).sum().clamp(min=1e-12)
+        return theta
 
     @staticmethod
     def student_loss(pred, y, location_weight=None) -> torch.Tensor:

@@ -2,6 +2,7 @@
 from stbench.models import (  # noqa: F401  (imports register the models)
     agcrn,
     base,
+    dlinear,
     fouriergnn,
     gwnet,
     mlp,
@@ -10,4 +11,5 @@ from stbench.models import (  # noqa: F401  (imports register the models)
     stgcn,
     stid,
     stnorm,
+    tsfe,
 )

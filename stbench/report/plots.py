@@ -29,7 +29,7 @@ from stbench.report.frame import aggregate, default_split, primary_model
 from stbench.report.tables import display
 
 MARKERS = {"coreset": "o", "distill": "s", "timeseries": "^", "stemdist-variant": "P", "stemdist": "*",
-           "pruning": "D", "full": "X"}
+           "selection": "v", "pruning": "D", "full": "X"}
 PANEL = (3.4, 2.8)
 SKIPPED = {
     "train-cost": "no finished run with epoch times",
@@ -37,6 +37,7 @@ SKIPPED = {
     "scalability": "no method was condensed at two or more sizes of one dataset factor",
     "error-vs-condense": "no condensation run with a measured time",
     "prune-tradeoff": "no run with a retention budget",
+    "error-vs-visits": "no run with a retention budget",
     "pareto": "no finished run with a training time",
 }
 
@@ -234,6 +235,33 @@ def prune_tradeoff(df: pd.DataFrame, palette: dict) -> Figure | None:
     return fig
 
 
+def error_vs_visits(df: pd.DataFrame, palette: dict) -> Figure | None:
+    """Test MAE against the achieved share of sample visits over all epochs, one line per pruner and
+    retention basis (dashed: pruned basis), with full data at 1: whatever a pruner was asked for, this
+    is what it used."""
+    sel = _selected(df)
+    cells = _cells(sel[sel["budget_kind"].isin(["retention", "full"])], ("retention_basis",))
+    cells = cells.dropna(subset=["achieved_mean", "mae_mean"])
+    if not (cells["budget_kind"] == "retention").any():
+        return None
+    datasets = sorted(cells["dataset_label"].unique())
+    fig, axes = _figure(1, len(datasets))
+    for ax, dataset in zip(axes[0], datasets):
+        part = cells[cells["dataset_label"] == dataset]
+        for (_, basis), line in part.groupby(["variant", "retention_basis"]):
+            line = line.sort_values("achieved_mean")
+            rec = line.iloc[0].to_dict()
+            full = rec["budget_kind"] == "full"
+            ax.plot(line["achieved_mean"], line["mae_mean"], linestyle="--" if basis == "pruned" else "-",
+                    marker="*" if full else MARKERS.get(rec["family"], "D"), markersize=12 if full else 5,
+                    color=palette[rec["method"]])
+        ax.set_xlabel("sample visits over all epochs / (epochs × windows)")
+        ax.set_ylabel("test MAE")
+        ax.set_title(dataset, fontsize="small")
+    _legend(fig, cells.to_dict("records"), palette)
+    return fig
+
+
 def pareto(df: pd.DataFrame, palette: dict) -> Figure | None:
     sel = df[df["model_group"] == primary_model(df)]
     cells = _cells(sel, ("temporal", "spatial")).dropna(subset=["cost_s_mean", "rel_rmse_mean"])
@@ -271,7 +299,8 @@ def pareto_front(cost: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 PLOTS = {"train-cost": train_cost, "condense-time": condense_time, "scalability": scalability,
-         "error-vs-condense": error_vs_condense, "prune-tradeoff": prune_tradeoff, "pareto": pareto}
+         "error-vs-condense": error_vs_condense, "prune-tradeoff": prune_tradeoff,
+         "error-vs-visits": error_vs_visits, "pareto": pareto}
 
 
 def save(fig: Figure, folder: Path, stem: str) -> list[Path]:
