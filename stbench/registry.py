@@ -32,6 +32,8 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
         self._plugins_loaded = False
+        self.hint = ""          # appended to the unknown-name error (e.g. how to add one)
+        self.resolver: Callable[[str], Any] | None = None   # on a miss: may register the name (discovery)
 
     def register(self, name: str, *, family: str = "", **info) -> Callable[[Any], Any]:
         """Decorator: ``@METHODS.register("kcenter", family="coreset")``."""
@@ -48,11 +50,13 @@ class Registry:
     def entry(self, name: str) -> Entry:
         self.load_plugins()
         key = name.strip().lower()
+        if key not in self._entries and self.resolver is not None:
+            self.resolver(key)
         if key not in self._entries:
             close = difflib.get_close_matches(key, self._entries, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise UnknownName(
-                f"unknown {self.kind[:-1]} {name!r}{hint} (see `stbench list {self.kind}`)"
+                f"unknown {self.kind[:-1]} {name!r}{hint} (see `stbench list {self.kind}`){self.hint}"
             )
         return self._entries[key]
 

@@ -12,12 +12,16 @@ from __future__ import annotations
 from functools import partial
 
 from stbench.data.catalog import DatasetSpec, register_dataset
+from stbench.data.native import URBANEV_HINT, prepare_largest, prepare_urbanev, prepare_weather
 from stbench.data.prepare import (prepare_beijing_pm25, prepare_charged, prepare_era5_uk, prepare_los_loop,
-                                  prepare_pems, prepare_release, prepare_sz_taxi)
+                                  prepare_pems, prepare_sz_taxi)
 from stbench.data.synthetic import synthetic_traffic, synthetic_weather
 
 SPLIT = [0.6, 0.2, 0.2]
 RELEASE_HINT = "a folder with train.npz/val.npz/test.npz as released by the STemDist authors"
+LARGEST_HINT = ("LargeST's files: a folder with ca_his_raw_<year>.h5, ca_meta.csv, ca_rn_adj.npy (or the "
+                "area's own), or " + RELEASE_HINT)
+WEATHER_HINT = "GRIB/NetCDF file(s) or a folder of them (or " + RELEASE_HINT + ")"
 
 
 def _defaults(batch_size: int = 64, paper_epochs: int = 100) -> dict:
@@ -55,21 +59,30 @@ def _register_shared() -> None:
 
 def _register_papers() -> None:
     release = [
-        ("gba", "traffic", "LargeST GBA (Greater Bay Area), 2352 sensors, via the PatchSTG release",
+        ("gba", "traffic", "LargeST GBA (Greater Bay Area), 2352 sensors: LargeST files or the PatchSTG release",
          dict(target_name="flow", freq_minutes=15, mask_zeros=True), 256, 400),
-        ("gla", "traffic", "LargeST GLA (Greater Los Angeles), 3834 sensors, via the PatchSTG release",
-         dict(target_name="flow", freq_minutes=15, mask_zeros=True), 128, 400),
-        ("ca", "traffic", "LargeST CA (California), 8600 sensors, via the PatchSTG release",
+        ("gla", "traffic", "LargeST GLA (Greater Los Angeles), 3834 sensors: LargeST files or the PatchSTG "
+                           "release", dict(target_name="flow", freq_minutes=15, mask_zeros=True), 128, 400),
+        ("ca", "traffic", "LargeST CA (California), 8600 sensors: LargeST files or the PatchSTG release",
          dict(target_name="flow", freq_minutes=15, mask_zeros=True), 64, 100),
-        ("era5", "weather", "ERA5 81x81 grid, 6 features, wind speed target (STemDist release)",
+        ("sd", "traffic", "LargeST SD (San Diego), 716 sensors: LargeST files or the PatchSTG release",
+         dict(target_name="flow", freq_minutes=15, mask_zeros=True), 64, 100),
+        ("era5", "weather", "ERA5 grid: GRIB/NetCDF (target u10) or the STemDist release (81x81, 6 features)",
          dict(target_name="wind_speed", freq_minutes=60, mask_zeros=False), 128, 100),
-        ("cams", "weather", "CAMS reanalysis grid (STemDist release)",
+        ("cams", "weather", "CAMS reanalysis grid: GRIB/NetCDF (target co) or the STemDist release",
          dict(target_name="target", freq_minutes=180, mask_zeros=False), 64, 100),
     ]
     for name, family, description, options, batch, epochs in release:
-        prepare = partial(prepare_release, description=description, **options)
-        register_dataset(DatasetSpec(name, description, prepare=prepare, source_hint=RELEASE_HINT,
+        options = dict(options, description=description)
+        if family == "traffic":
+            prepare, hint = partial(prepare_largest, area=name, release=options), LARGEST_HINT
+        else:
+            prepare, hint = partial(prepare_weather, kind=name, release=options), WEATHER_HINT
+        register_dataset(DatasetSpec(name, description, prepare=prepare, source_hint=hint,
                                      defaults=_defaults(batch, epochs)), family=family)
+    register_dataset(DatasetSpec("urbanev", "UrbanEV Shenzhen: hourly EV charging volume in 275 zones",
+                                 prepare=prepare_urbanev, source_hint=URBANEV_HINT, defaults=_defaults()),
+                     family="ev")
     starts = {"pems03": "2018-09-01", "pems04": "2018-01-01", "pems07": "2017-05-01", "pems08": "2016-07-01"}
     for name, start in starts.items():
         register_dataset(DatasetSpec(

@@ -427,10 +427,19 @@ def prepare_sz_taxi(source: Path) -> STData:
     return STData(values=values, mask=mask, adj=adj, timestamps=stamps, meta=meta)
 
 
-def prepare_era5_uk(source: Path) -> STData:
-    """ERA5 UK 2 m temperature (derived npz): grid (T, lat, lon) flattened row-major to N locations."""
+def prepare_era5_uk(source: Path):
+    """ERA5 UK 2 m temperature (derived npz): grid (T, lat, lon) flattened row-major to N locations.
+
+    Without the derived npz, the original GRIB in the folder is read through xarray/cfgrib instead
+    (the same values, streamed; needs the ``formats`` extra)."""
     folder = _folder(source)
     name = "era5-2mt-2019-03-uk.t2m.derived.npz"
+    grib = folder / "era5-2mt-2019-03-uk.grib"
+    if not (folder / name).is_file() and (grib.is_file() or Path(source).suffix.lower() == ".grib"):
+        from stbench.data.gridded import grid_source
+        path = Path(source) if Path(source).is_file() else grib
+        return grid_source([path], kind="ERA5-UK", variables=["t2m"], mask_zeros=False,
+                           description="ERA5 2 m temperature (K) over the UK, March 2019, 0.25 degree grid")
     path = _require(folder, name, "the ERA5-UK-T2M folder")
     expected = "keys t2m (T, lat, lon), latitude, longitude, time (unix seconds)"
     arrays = _load_npz(path, ("t2m", "latitude", "longitude", "time"), expected)

@@ -185,23 +185,24 @@ class _WeatherField:
         return np.exp(-(d ** 2) / (2 * sigma ** 2)).astype(np.float32)
 
 
-def synthetic_weather(seed: int = 0, n_lat: int = 12, n_lon: int = 12, steps: int = 720,
-                      features: int = 3, freq_minutes: int = 60) -> STData:
-    """Gridded weather: temperature (target, K) plus lagged, correlated variables."""
+def _weather_plan(seed, n_lat, n_lon, steps, features, freq_minutes, in_memory: bool = True):
+    """Everything but the values: meta, graph, coordinates, timestamps and a chunk filler."""
     _check_knobs(seed=seed, n_lat=n_lat, n_lon=n_lon, steps=steps, features=features,
                  freq_minutes=freq_minutes)
     n = n_lat * n_lon
-    _check_memory("synthetic-weather", 4.0 * steps * n * features + 160.0 * n + _adjacency_bytes(n),
+    array_bytes = 4.0 * steps * n * features if in_memory else 4.0 * _CHUNK_ELEMS * features * 8
+    _check_memory("synthetic-weather", array_bytes + 160.0 * n + _adjacency_bytes(n),
                   dict(n_lat=n_lat, n_lon=n_lon, steps=steps, features=features))
     rng = np.random.default_rng(seed)
     lat = np.linspace(58.0, 40.0, n_lat) if n_lat > 1 else np.array([49.0])
     lon = np.linspace(-10.0, 20.0, n_lon) if n_lon > 1 else np.array([5.0])
     field = _WeatherField(rng, lat, lon)
-    values = np.empty((steps, n, features), dtype=np.float32)
     lag = max(1, round(180 / freq_minutes))                    # 3 h expressed in steps
-    for start, stop in _chunks(steps, n):
+
+    def fill(out: np.ndarray, start: int, stop: int) -> None:
         hours = np.arange(start - lag, stop) * (freq_minutes / 60.0)
-        _weather_chunk(values[start:stop], field, hours, lag, rng)
+        _weather_chunk(out, field, hours, lag, rng)
+
     meta = {"name": "synthetic-weather", "channels": WEATHER_CHANNELS[:features], "targets": [0],
             "freq_minutes": freq_minutes, "mask_zeros": False,
             "description": "synthetic gridded weather: diurnal cycle, advected anomalies, lagged covariates",
@@ -210,8 +211,18 @@ def synthetic_weather(seed: int = 0, n_lat: int = 12, n_lon: int = 12, steps: in
                        "params": {"seed": seed, "n_lat": n_lat, "n_lon": n_lon, "steps": steps,
                                   "features": features, "freq_minutes": freq_minutes}}}
     coords = np.stack([field.lat_n, field.lon_n], axis=1).astype(np.float64)
-    return _finish(values, None, meta, adj=grid_adjacency(n_lat, n_lon), coords=coords,
-                   timestamps=_timestamps(steps, freq_minutes))
+    extras = dict(adj=grid_adjacency(n_lat, n_lon), coords=coords, timestamps=_timestamps(steps, freq_minutes))
+    return (steps, n, features), meta, extras, fill
+
+
+def synthetic_weather(seed: int = 0, n_lat: int = 12, n_lon: int = 12, steps: int = 720,
+                      features: int = 3, freq_minutes: int = 60) -> STData:
+    """Gridded weather: temperature (target, K) plus lagged, correlated variables."""
+    shape, meta, extras, fill = _weather_plan(seed, n_lat, n_lon, steps, features, freq_minutes)
+    values = np.empty(shape, dtype=np.float32)
+    for start, stop in _chunks(steps, shape[1]):
+        fill(values[start:stop], start, stop)
+    return _finish(values, None, meta, **extras)
 
 
 def _weather_chunk(out: np.ndarray, field: _WeatherField, hours: np.ndarray, lag: int, rng) -> None:
@@ -343,6 +354,7 @@ def _smooth_events(impulses: np.ndarray, freq_minutes: int, block: int = 512) ->
     tau = np.arange(0, 400)
     kernel = decay ** tau - rise ** tau
     scale = 1.0 / kernel.max()
+    block = max(1, min(block, (1 << 21) // max(1, impulses.shape[0])))   # float64 temporaries stay small
     for start in range(0, impulses.shape[1], block):
         cols = impulses[:, start:start + block]
         slow = lfilter([1.0], [1.0, -decay], cols, axis=0)
@@ -370,16 +382,16 @@ def _burst_mask(rng, steps: int, n: int, missing: float, mean_len: int) -> np.nd
     return observed
 
 
-def synthetic_traffic(seed: int = 0, locations: int = 64, steps: int = 2016, features: int = 1,
-                      missing: float = 0.02, freq_minutes: int = 5) -> STData:
-    """Road-graph traffic: speed (target, mph) with rush hours, spreading congestion, missing bursts."""
+def _traffic_plan(seed, locations, steps, features, missing, freq_minutes, in_memory: bool = True):
+    """Graph, events and a chunk filler for the traffic generator; the burst mask comes after the values."""
     _check_knobs(seed=seed, locations=locations, steps=steps, features=features, freq_minutes=freq_minutes)
     numeric = isinstance(missing, (int, float, np.number)) and not isinstance(missing, bool)
     if not numeric or not 0.0 <= missing < 0.9:
         raise UserError(f"synthetic-traffic option missing={missing!r} is invalid: "
                         "use a fraction in [0, 0.9)")
     cells = float(steps) * locations
-    _check_memory("synthetic-traffic", cells * (6.0 * features + 5.0) + 200.0 * locations
+    per_cell = 6.0 * features + 5.0 if in_memory else 5.0 + (1.0 if missing > 0 else 0.0)
+    _check_memory("synthetic-traffic", cells * per_cell + 200.0 * locations
                   + _adjacency_bytes(locations), dict(locations=locations, steps=steps, features=features))
     rng = np.random.default_rng(seed)
     n = locations
@@ -392,23 +404,23 @@ def synthetic_traffic(seed: int = 0, locations: int = 64, steps: int = 2016, fea
     evening = np.where(weekend, 0.0, _bump(hour, 17.5, 1.3)).astype(np.float32)
     midday = np.where(weekend, 0.35 * _bump(hour, 14.0, 2.5), 0.0).astype(np.float32)
     events = _smooth_events(_events(rng, graph, steps, freq_minutes, hour, weekend), freq_minutes)
-    values = np.empty((steps, n, features), dtype=np.float32)
-    for start, stop in _chunks(steps, n):
+
+    def fill(out: np.ndarray, start: int, stop: int) -> None:
         s = slice(start, stop)
         load = (np.outer(morning[s], 0.6 + 0.8 * inbound) + np.outer(evening[s], 1.4 - 0.8 * inbound)
                 + midday[s, None]) * sens
         speed = free * (1.0 - np.minimum(load, 0.8)) * (1.0 - np.minimum(events[s], 0.85))
         speed += 1.2 * rng.standard_normal(speed.shape, dtype=np.float32)
-        values[s, :, 0] = np.clip(speed, 3.0, 85.0)
+        out[:, :, 0] = np.clip(speed, 3.0, 85.0)
         if features > 1:
-            _traffic_extras(values[s], free, hour[s], weekend[s], dow[s], rng)
-    mask = None
-    if missing > 0:
-        observed = _burst_mask(rng, steps, n, missing, max(1, round(30 / freq_minutes)))
-        measured = min(features, 3)                             # calendar features are always known
-        mask = np.ones(values.shape, dtype=bool)
-        mask[:, :, :measured] = observed[:, :, None]
-        values[~mask] = 0.0
+            _traffic_extras(out, free, hour[s], weekend[s], dow[s], rng)
+
+    def observed():
+        """(steps, n) observed flags, or None; call after every chunk is filled (same random stream)."""
+        if missing <= 0:
+            return None
+        return _burst_mask(rng, steps, n, missing, max(1, round(30 / freq_minutes)))
+
     meta = {"name": "synthetic-traffic", "channels": TRAFFIC_CHANNELS[:features], "targets": [0],
             "freq_minutes": freq_minutes, "mask_zeros": True,
             "description": "synthetic road-graph speeds: rush hours, weekly cycle, spreading congestion",
@@ -417,8 +429,83 @@ def synthetic_traffic(seed: int = 0, locations: int = 64, steps: int = 2016, fea
                        "params": {"seed": seed, "locations": locations, "steps": steps,
                                   "features": features, "missing": missing,
                                   "freq_minutes": freq_minutes}}}
-    return _finish(values, mask, meta, adj=dense_adjacency(rows, cols, n), coords=coords,
-                   timestamps=_timestamps(steps, freq_minutes))
+    extras = dict(adj=dense_adjacency(rows, cols, n), coords=coords, timestamps=_timestamps(steps, freq_minutes))
+    return (steps, n, features), meta, extras, fill, observed
+
+
+def synthetic_traffic(seed: int = 0, locations: int = 64, steps: int = 2016, features: int = 1,
+                      missing: float = 0.02, freq_minutes: int = 5) -> STData:
+    """Road-graph traffic: speed (target, mph) with rush hours, spreading congestion, missing bursts."""
+    shape, meta, extras, fill, observed_flags = _traffic_plan(seed, locations, steps, features, missing,
+                                                              freq_minutes)
+    values = np.empty(shape, dtype=np.float32)
+    for start, stop in _chunks(steps, locations):
+        fill(values[start:stop], start, stop)
+    mask = None
+    observed = observed_flags()
+    if observed is not None:
+        mask = np.ones(values.shape, dtype=bool)
+        mask[:, :, :_MEASURED(features)] = observed[:, :, None]
+        values[~mask] = 0.0
+    return _finish(values, mask, meta, **extras)
+
+
+def _MEASURED(features: int) -> int:   # noqa: N802 - speed, flow, occupancy; calendar features are always known
+    return min(features, 3)
+
+
+# ------------------------------------------------------------------------------- written to disk
+def write_synthetic(builtin: str, name: str, data_root=None, **knobs):
+    """``stbench prepare NAME --synthetic synthetic-weather --size ...``: the generator's data written
+    into ``data_root/NAME`` chunk by chunk (memory-mapped), for sets larger than memory.
+
+    The values equal ``load_dataset(builtin, **knobs)`` exactly (same chunks, same random stream)."""
+    from stbench.data.catalog import (NAME_PATTERN, _register_discovered, check_size_knobs, data_dir,
+                                      DatasetSpec)
+    from stbench.data.stream import DatasetWriter, report_share
+    from stbench.registry import DATASETS, UnknownName
+
+    spec: DatasetSpec = DATASETS.get(builtin)
+    if not spec.builtin or spec.generate not in (synthetic_weather, synthetic_traffic):
+        raise UserError(f"--synthetic {builtin}: choose synthetic-weather or synthetic-traffic")
+    if not NAME_PATTERN.match(name):
+        raise UserError(f"dataset name {name!r} must be lower-case letters, digits, '.', '-' or '_'")
+    try:
+        other = DATASETS.get(name)
+    except UnknownName:
+        other = None
+    if other is not None and not other.discovered:
+        raise UserError(f"{name} is a registered dataset: choose another NAME for the written data")
+    check_size_knobs(spec, knobs)
+    import inspect
+    params = {k: p.default for k, p in inspect.signature(spec.generate).parameters.items()}
+    params.update(knobs)
+    if spec.generate is synthetic_weather:
+        shape, meta, extras, fill = _weather_plan(**params, in_memory=False)
+        observed_flags = None
+    else:
+        shape, meta, extras, fill, observed_flags = _traffic_plan(**params, in_memory=False)
+    size = ",".join(f"{k}={v}" for k, v in knobs.items())
+    meta = dict(meta, prepare_command=f"stbench prepare {name} --synthetic {builtin}"
+                + (f" --size {size}" if size else ""))
+    folder = data_dir(data_root) / name
+    steps, n, features = shape
+    with DatasetWriter(folder, shape) as writer:
+        for start, stop in _chunks(steps, n):
+            block = np.empty((stop - start, n, features), dtype=np.float32)
+            fill(block, start, stop)
+            writer.write(start, block)
+        observed = observed_flags() if observed_flags is not None else None
+        if observed is not None:
+            for start, stop in _chunks(steps, n):
+                block = writer.read_back(start, stop)
+                seen = np.ones(block.shape, dtype=bool)
+                seen[:, :, :_MEASURED(features)] = observed[start:stop, :, None]
+                writer.write(start, block, observed=seen)
+        folder, stats = writer.finish(meta, mask_zeros=meta.pop("mask_zeros"), **extras)
+    report_share(name, stats["masked_share"], stats["meta"]["mask_zeros"])
+    _register_discovered(name, stats["meta"])
+    return folder
 
 
 def _traffic_extras(out: np.ndarray, free, hour, weekend, dow, rng) -> None:
