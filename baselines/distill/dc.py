@@ -35,7 +35,9 @@ import torch
 
 from baselines.distill import checks
 from baselines.distill.matching import layerwise_cosine_distance, loop_sizes
-from baselines.distill.synthetic import matching_batch_size, real_batch, sample_ids, temporal_synthetic_set
+from baselines.distill.mtt import ClusteredView, RealView
+from baselines.distill.synthetic import matching_batch_size, sample_ids, temporal_synthetic_set
+from methods.location_clustering import cluster_locations, random_locations
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
 from stbench.sources import SyntheticSource
@@ -65,13 +67,19 @@ class DC(Condenser):
     def check(self, num_windows: int, num_locations: int) -> None:
         checks.batch_fits("batch_size", self.params.batch_size, num_windows)
 
+    # -- data: all real windows and locations; ``stemdist-dc`` swaps in STemDist's clustered locations --
+    def synthetic_set(self, train, budget, ctx):
+        """(view, x_s, y_s, init_ids): what the real batches come from, and the synthetic leaves."""
+        x_s, y_s, init_ids, _ = temporal_synthetic_set(train, budget, ctx)
+        return RealView(train), x_s, y_s, init_ids
+
     def condense(self, train, budget, ctx) -> CondensedSet:
         p = self.params
-        x_s, y_s, init_ids, n = temporal_synthetic_set(train, budget, ctx)
+        view, x_s, y_s, init_ids = self.synthetic_set(train, budget, ctx)
         m_s = x_s.shape[0]
         opt_syn = torch.optim.Adam([x_s, y_s], lr=p.lr_data)
         outer, distill, model_epochs = loop_sizes(self.params, ctx)
-        batch = matching_batch_size(train, ctx, p.batch_size)
+        batch = min(matching_batch_size(train, ctx, p.batch_size), view.num_windows)
         info = {"outer_iteration_s": [], "matching_loss": [], "init_ids": init_ids.tolist(),
                 "loops": {"outer": outer, "distill": distill, "model_epochs": model_epochs, "batch": batch}}
         for it in range(outer):
@@ -79,42 +87,86 @@ class DC(Condenser):
             if not self.before_iteration(it, x_s, y_s, ctx):   # a plugin replaced this step (CondTSF)
                 info["outer_iteration_s"].append(ctx.meter.clock() - tick)
                 continue
-            model = ctx.model_factory(n, p.model, in_channels=x_s.shape[3]).to(ctx.device).twice_differentiable()
+            model = ctx.model_factory(view.n, p.model, in_channels=x_s.shape[3]).to(ctx.device).twice_differentiable()
             opt_model = torch.optim.Adam(model.parameters(), lr=p.lr_model)
             params = [q for q in model.parameters() if q.requires_grad]
             losses = []
             for t in range(distill):
-                xb, yb, mb = real_batch(train, sample_ids(ctx, len(train), batch))
+                real = view.gather(sample_ids(ctx, view.num_windows, batch))
                 model.train(p.matching_dropout)
-                dist = self.matching_distance(model, params, (xb, yb, mb), x_s, y_s)
+                dist = self.matching_distance(model, params, real, x_s, y_s, view)
                 opt_syn.zero_grad(set_to_none=True)
                 dist.backward(inputs=[x_s, y_s])
                 opt_syn.step()
                 losses.append(dist.item())
                 if t < distill - 1:
-                    self.train_surrogate(model, opt_model, x_s, y_s, model_epochs, ctx)
+                    self.train_surrogate(model, opt_model, x_s, y_s, model_epochs, ctx, view.location_weight)
             info["outer_iteration_s"].append(ctx.meter.clock() - tick)
             info["matching_loss"].append(float(np.mean(losses)))
-        return CondensedSet(x=x_s.detach(), y=y_s.detach(), hints={"batch_size": m_s}, info=info)
+        return CondensedSet(x=x_s.detach(), y=y_s.detach(), location_weight=view.location_weight,
+                            hints={"batch_size": m_s}, info=info)
 
     def before_iteration(self, it: int, x_s, y_s, ctx) -> bool:
         """Plugin hook (CondTSF) at the start of outer iteration ``it``, given the synthetic leaves;
         returns whether the iteration's own updates run. DC itself: nothing, True."""
         return True
 
-    def matching_distance(self, model, params, real_batch_, x_s, y_s) -> torch.Tensor:
-        """Layer-wise cosine distance between the real-batch and the synthetic-set loss gradients."""
+    def matching_distance(self, model, params, real_batch_, x_s, y_s, view) -> torch.Tensor:
+        """Layer-wise cosine distance between the real-batch and the synthetic-set loss gradients; the
+        location input and weights are the view's (none for DC's real locations)."""
         xb, yb, mb = real_batch_
-        real = per_sample_loss(model(xb), yb, mb, None, "mse").mean()
+        w = view.location_weight
+        real = per_sample_loss(model(xb, view.loc_input), yb, mb, w, "mse").mean()
         g_real = [g.detach() for g in torch.autograd.grad(real, params)]
-        syn = per_sample_loss(model(x_s), y_s, torch.ones_like(y_s, dtype=torch.bool), None, "mse").mean()
+        syn = per_sample_loss(model(x_s, view.syn_loc(x_s)), y_s, torch.ones_like(y_s, dtype=torch.bool), w,
+                              "mse").mean()
         g_syn = torch.autograd.grad(syn, params, create_graph=True)
         return layerwise_cosine_distance(g_real, list(g_syn), self.params.include_1d)
 
-    def train_surrogate(self, model, opt, x_s, y_s, epochs: int, ctx) -> None:
+    def train_surrogate(self, model, opt, x_s, y_s, epochs: int, ctx, location_weight=None) -> None:
         model.train()
-        source = SyntheticSource(x_s.detach(), y_s.detach(), None)
+        source = SyntheticSource(x_s.detach(), y_s.detach(), location_weight)
         cfg = TrainConfig(loss="mse")
         ids = np.arange(len(source))
         for _ in range(epochs):
             train_step(model, opt, source, ids, None, cfg, ctx.torch_generator)
+
+
+@METHODS.register("stemdist-dc", family="stemdist-variant",
+                  description="bi-dimensional DC on STemDist's clustered locations with mtgnn-le")
+class STemDistDC(DC):
+    """STemDist-DC (STemDist Table III, Sec. V-B: the baseline with STemDist's location encoder and
+    spatial reduction): DC's algorithm and settings above on the N_S = spatial x N cluster-locations
+    of STemDist's clustering (Algorithm 3; ``clustering=False``: random locations, unit weights), with
+    the location-encoder MTGNN (``mtgnn-le``) as surrogate: the real side's location input is the
+    clustered series' (eq. 3 on real windows), the synthetic side's the per-location mean of the
+    synthetic inputs, and the cluster sizes w_i = |C_i| / N_T weight the real, synthetic, surrogate and
+    evaluation losses, as in ``stemdist``. M_S x N_S synthetic windows from the bi-dimensional budget.
+
+    What it lacks against ``stemdist`` is the granular distillation: no location subsets (K = 1) in
+    matching, surrogate training or evaluation, one Adam over the whole synthetic tensors. So it is the
+    algorithm of ``stemdist-wo-g`` run with DC's learning rates and real batch size, which is how the
+    paper can list both (the ablation of Fig. 7 keeps STemDist's settings).
+    """
+
+    bidimensional = True
+
+    @dataclass
+    class Params(DC.Params):
+        model: str = "mtgnn-le"
+        clustering: bool = True        # STemDist clustering (False: random locations, unit weights)
+        kmeans_iterations: int = 300
+
+        def __post_init__(self):
+            super().__post_init__()
+            checks.at_least(self, 1, "kmeans_iterations")
+
+    def synthetic_set(self, train, budget, ctx):
+        m_s, n_s = budget.sizes(len(train), train.series.num_locations, bidimensional=True)
+        p = self.params
+        clustered = (cluster_locations(train, n_s, p.kmeans_iterations, ctx.torch_generator) if p.clustering
+                     else random_locations(train, n_s, ctx.rng))
+        view = ClusteredView(clustered)
+        ids = np.sort(ctx.rng.choice(view.num_windows, size=m_s, replace=False))
+        x, y, mask = view.gather(ids)
+        return view, x.clone().requires_grad_(True), y.masked_fill(~mask, 0.0).clone().requires_grad_(True), ids

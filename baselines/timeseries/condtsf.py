@@ -84,7 +84,7 @@ import torch
 from baselines.distill import checks
 from baselines.distill.dc import DC
 from baselines.distill.dm import DM
-from baselines.distill.mtt import MTT, RealView
+from baselines.distill.mtt import MTT, RealView, STemDistMTT
 from baselines.distill.trajectories import FlatModel
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
@@ -103,15 +103,18 @@ class FrozenExperts:
     """f(theta_f, x): the forecast of the final snapshot of a trajectory drawn uniformly from ``rng``
     at every call, in evaluation mode, without gradient."""
 
-    def __init__(self, buffers: list, shell: torch.nn.Module, rng: np.random.Generator, chunk: int = 256):
+    def __init__(self, buffers: list, shell: torch.nn.Module, rng: np.random.Generator, chunk: int = 256,
+                 location_input: Callable | None = None):
         self.finals = [traj[-1] for traj in buffers]
         self.flat, self.rng, self.chunk = FlatModel(shell), rng, chunk
+        self.location_input = location_input   # X_s -> the location input of a location-encoder expert
         self.flat.model.eval()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         theta = self.finals[int(self.rng.integers(len(self.finals)))].to(x.device)
         with torch.no_grad():
-            return torch.cat([self.flat(theta, xb.detach(), None) for xb in torch.split(x, self.chunk)])
+            loc = None if self.location_input is None else self.location_input(x.detach())
+            return torch.cat([self.flat(theta, xb.detach(), loc) for xb in torch.split(x, self.chunk)])
 
 
 class ValuePlugin:
@@ -162,6 +165,14 @@ class _MTT(_Plugged, MTT):
     def experts(self, view, in_channels, ctx, info, num_params=None):
         buffers = super().experts(view, in_channels, ctx, info, num_params)
         self.plugin.forecast = FrozenExperts(buffers, _shell(ctx, view.n, self.params.model, in_channels), ctx.rng)
+        return buffers
+
+
+class _STemDistMTT(_Plugged, STemDistMTT):
+    def experts(self, view, in_channels, ctx, info, num_params=None):
+        buffers = super().experts(view, in_channels, ctx, info, num_params)
+        shell = _shell(ctx, view.n, self.params.model, in_channels)
+        self.plugin.forecast = FrozenExperts(buffers, shell, ctx.rng, location_input=view.syn_loc)
         return buffers
 
 
@@ -266,3 +277,40 @@ class CondTSF(Condenser):
                     plugin_steps=len(plugin.iterations), plugin_iterations=list(plugin.iterations),
                     label_error=list(plugin.label_error))
         return dataclasses.replace(out, info=info)
+
+
+@METHODS.register("stemdist-condtsf", family="stemdist-variant",
+                  description="CondTSF over bi-dimensional MTT on STemDist's clustered locations with mtgnn-le")
+class STemDistCondTSF(CondTSF):
+    """STemDist-CondTSF (STemDist Table III, Sec. V-B: CondTSF with STemDist's location encoder and
+    spatial reduction): CondTSF's plugin over ``stemdist-mtt``, i.e. trajectory matching on the
+    N_S = spatial x N cluster-locations of STemDist's clustering (``clustering=False``: random
+    locations) with location-encoder MTGNN (``mtgnn-le``) experts and student, cluster-size location
+    weights in every loss, M_S x N_S synthetic windows from the bi-dimensional budget; every ``period``
+    iterations Y_s <- (1 - beta) Y_s + beta f(X_s) with f a frozen expert snapshot whose location input
+    is the per-location mean of X_s (eq. 3), as the student's. DLinear has no location part to put the
+    encoder into, so the expert is the encoder MTGNN; only the MTT backbone is offered (the paper's
+    main CondTSF setting). Evaluated on ``mtgnn-le`` like ``stemdist``.
+    """
+
+    bidimensional = True
+
+    @dataclass
+    class Params(CondTSF.Params):
+        model: str = "mtgnn-le"
+        clustering: bool = True        # STemDist clustering (False: random locations, unit weights)
+        kmeans_iterations: int = 300
+
+        def __post_init__(self):
+            checks.one_of(self, "base", ("mtt",))
+            checks.at_least(self, 1, "kmeans_iterations")
+            super().__post_init__()
+
+        def base_params(self) -> STemDistMTT.Params:
+            fields = dataclasses.asdict(self.expert_params())
+            return STemDistMTT.Params(**fields, clustering=self.clustering, kmeans_iterations=self.kmeans_iterations)
+
+    def backbone(self) -> STemDistMTT:
+        method = _STemDistMTT(self.params.base_params())
+        method.plugin = ValuePlugin(self.params.beta, self.params.period, self.params.mode)
+        return method
