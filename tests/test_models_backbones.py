@@ -434,3 +434,18 @@ def test_backbones_benchmark_prints_parameters_time_and_memory_per_model():
     assert row["model"] == "stid" and row["parameters"] == PARAMETERS["stid"](6)
     assert row["epoch_s"] > 0 and row["peak_rss_bytes"] > 0 and row["batch_size"] == 8 and row["extrapolated"]
     assert row["timed_batches"] == 2 < row["batches_per_epoch"]
+
+
+def test_backbones_benchmark_trains_on_a_stored_condensed_set(tmp_path):
+    results = tmp_path / "res"
+    assert main(["run", "--methods", "random", *SIZE, "--model", "stid-le", "--epochs", "1",
+                 "--results", str(results)]) == 0
+    (artifact,) = (results / "artifacts").glob("*.pt")
+    size = SIZE[SIZE.index("--size") + 1]
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "backbones.py"), "--dataset", "synthetic-traffic",
+                           "--size", size, "--models", "stid-le", "--threads", "1", "--artifact", str(artifact), "--json"],
+                          capture_output=True, text=True, check=True, timeout=300)
+    (row,) = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    (record,) = ResultStore(str(results)).records()
+    assert row["training_set"] == str(artifact) and row["locations"] == record["reduced_shape"][2] < 12
+    assert row["batches_per_epoch"] * row["batch_size"] >= record["reduced_shape"][0] and row["epoch_s"] > 0
