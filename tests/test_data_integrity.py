@@ -188,6 +188,8 @@ def test_every_registered_dataset_states_mask_zeros():
             assert isinstance(spec.generate(steps=50, **small).meta["mask_zeros"], bool), spec.name
         elif isinstance(spec.prepare, partial) and spec.prepare.func.__name__ == "prepare_release":
             assert isinstance(spec.prepare.keywords.get("mask_zeros"), bool), spec.name
+        elif isinstance(spec.prepare, partial) and "release" in spec.prepare.keywords:   # native files or release
+            assert isinstance(spec.prepare.keywords["release"].get("mask_zeros"), bool), spec.name
 
 
 def _counts(mask_zeros: bool) -> STData:
