@@ -3,11 +3,33 @@
 A ``CellSpec`` names everything a cell needs and serialises to JSON: ``config`` (what determines the
 result and is hashed into the run_id: dataset and its options and checksum, window, method and its
 resolved parameters, budget, seed, evaluation model, preset, resolved training settings, device
-type) plus where to find the data and the store, and which device to use. The process that runs a
-cell loads the dataset itself, once per process (``workspace``). Condense (static methods) or start
-the pruner (dynamic methods), train the evaluation model through the one trainer, test the selected
-checkpoint on the full original test split: the returned record is what the driver appends to the
-store. A failing cell returns a ``failed`` record; it never raises.
+type; and, only where they change the run, ``eval_seed``, ``eval_lr_grid`` and ``targets``) plus where
+to find the data and the store, and which device to use. The process that runs a cell loads the
+dataset itself, once per process (``workspace``). Condense (static methods) or start the pruner
+(dynamic methods), train the evaluation model through the one trainer, test the selected checkpoint
+on the full original test split: the returned record is what the driver appends to the store. A
+failing cell returns a ``failed`` record; it never raises.
+
+The evaluation protocol, as records state it:
+
+* Seeds. ``seed`` seeds condensation; ``eval_seed`` (``config["eval_seed"]``, default the seed) seeds
+  the evaluation model's initialisation, dropout and batch order (``seed_evaluation``), and for pruners
+  and full data, which condense nothing, the whole run. The condensed set is cached under a key
+  without the eval seed (``ARTIFACT_KEYS``), so every eval seed of a condensation seed reuses one
+  condensation, whose cost each record carries.
+* Learning rate. With ``eval_lr_grid`` one model per rate is trained (same eval seed, same set, none of
+  them tested), the rate whose selected checkpoint scores lowest on validation is chosen and only its
+  model is tested; ``lr_search`` records the grid, each rate's validation score and the choice, and
+  ``train_config.lr`` the chosen rate. Every grid run's epochs count in ``time_s.train`` (and its
+  validation passes in ``time_s.validate``): the search is part of the training cost. The grid
+  replaces a learning rate a method hints (``lr_search.default_lr`` is the one it replaced).
+* Targets (``targets``). ``as-condensed`` trains on the set as the method made it; ``hard`` puts the
+  real targets of the set's inputs in place where they exist: a coreset already has them (the
+  identity, ``hard_targets: "identity"``, as for pruners and full data); a synthetic set whose inputs
+  are real windows it names in ``info["real_inputs"]`` (checked) becomes the coreset of those windows
+  (``"replaced"``); learned inputs have no real target: ``incompatible``.
+* ``protocol``: the split that selects the checkpoint, the split the scaler was fit on (checked
+  against the data), and what the test loop saw (windows scored, batches not scored).
 """
 from __future__ import annotations
 
@@ -15,6 +37,7 @@ import dataclasses
 import datetime as dt
 import functools
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -31,7 +54,7 @@ from stbench import warn
 from stbench.budgets import budget_from_dict
 from stbench.data.catalog import load_dataset
 from stbench.data.core import array_sha256
-from stbench.data.windows import Series, WindowSpec
+from stbench.data.windows import Series, WindowSet, WindowSpec, split_bounds
 from stbench.measure import Meter
 from stbench.models.graph import predefined_graph
 from stbench.plugins import load_builtin
@@ -39,7 +62,7 @@ from stbench.protocols import CondensedSet, RunContext
 from stbench.registry import DATASETS, METHODS, MODELS
 from stbench.results import ResultStore, run_id
 from stbench.sources import RealSource
-from stbench.train import TrainConfig, fit
+from stbench.train import TrainConfig, fit, score_test
 
 ARTIFACT_KEYS = ("dataset", "dataset_sha256", "dataset_options", "window", "method", "method_params", "budget",
                  "seed", "preset", "device")
@@ -60,7 +83,10 @@ class CellSpec:
     def label(self) -> str:
         c = self.config
         budget = "-" if c["budget"] is None else _budget_label(c)
-        return f"{c['dataset']} {c['method']} {budget} seed={c['seed']} model={c['model']}"
+        extra = "".join((f" eval_seed={c['eval_seed']}" if "eval_seed" in c else "",
+                         " lr-grid" if "eval_lr_grid" in c else "",
+                         f" targets={c['targets']}" if "targets" in c else ""))
+        return f"{c['dataset']} {c['method']} {budget} seed={c['seed']}{extra} model={c['model']}"
 
     @property
     def group(self) -> tuple:
@@ -107,7 +133,8 @@ def error_record(spec: CellSpec, status: str, error: str, elapsed: float = 0.0) 
     return {"run_id": spec.run_id, "status": status, "error": error, "dataset": c["dataset"],
             "dataset_sha256": c["dataset_sha256"], "method": c["method"],
             "family": METHODS.entry(c["method"]).family, "method_params": c["method_params"],
-            "budget": c["budget"], "seed": c["seed"], "model": c["model"], "preset": c["preset"],
+            "budget": c["budget"], "seed": c["seed"], "eval_seed": eval_seed_of(c),
+            "targets": c.get("targets", "as-condensed"), "model": c["model"], "preset": c["preset"],
             "budget_label": _budget_label(c), "train_config": c["train"], "device": spec.device,
             "time_s": {"total": elapsed},
             "finished_at": _now()}
@@ -126,8 +153,30 @@ class Workspace:
             self.series = Series(data, window, device)
             self.train, self.val, self.test = (self.series.split(s) for s in ("train", "val", "test"))
             self.eval_loc_input = self.train.location_input()
+            self.scaler_fit = self._scaler_fit()
         self.prepare_cost = (meter.time_s["prepare"], meter.rss_peak["prepare"], meter.cuda_peak.get("prepare", 0))
         self.data_sha = dataset_sha256(data)
+
+    def _scaler_fit(self) -> str:
+        """The split whose observed steps the series' scaler was fit on: "train" when its per-channel
+        means are those of the observed training steps (recomputed here, streamed in chunks), else
+        "not train" (then the test split's statistics may have leaked into the normalisation)."""
+        series = self.series
+        train_end = split_bounds(series.data.shape[0], self.window.split)[0][1]
+        values, observed = series.values, series.observed
+        rows = max(1, (1 << 22) // max(1, values[0].numel()))
+        total = torch.zeros(values.shape[-1], dtype=torch.float64, device=values.device)
+        count = torch.zeros_like(total)
+        for begin in range(0, train_end, rows):
+            block = values[begin:min(begin + rows, train_end)].to(torch.float64)
+            seen = torch.ones_like(block, dtype=torch.bool) if observed is None else \
+                observed[begin:min(begin + rows, train_end)]
+            total += torch.where(seen, block, 0.0).sum(dim=(0, 1))
+            count += seen.sum(dim=(0, 1))
+        mean = (total / count.clamp(min=1)).cpu().numpy()
+        fitted = series.scaler.mean.astype(np.float64)
+        close = np.abs(mean - fitted) <= 1e-4 * series.scaler.std + 1e-6 * np.abs(fitted)
+        return "train" if bool(close.all()) else "not train"
 
     # -- one cell -------------------------------------------------------------------------------
     def run(self, spec: CellSpec, progress=None) -> dict:
@@ -172,48 +221,79 @@ class Workspace:
             "method": c["method"], "family": METHODS.entry(c["method"]).family,
             "method_kind": METHODS.get(c["method"]).kind, "method_params": c["method_params"],
             "budget": c["budget"], "budget_label": _budget_label(c),
-            "seed": c["seed"], "model": c["model"], "preset": c["preset"], "train_config": c["train"],
+            "seed": c["seed"], "eval_seed": eval_seed_of(c), "targets": c.get("targets", "as-condensed"),
+            "model": c["model"], "preset": c["preset"], "train_config": c["train"],
             "device": str(self.device), "versions": versions(self.device),
+            # facts of the evaluation protocol, from what the code did (filled in as the cell runs)
+            "protocol": {"select_split": None, "scaler_fit": self.scaler_fit, "test_batches_dropped": None,
+                         "test_windows": 0},
         }
 
     def _execute(self, spec: CellSpec, meter: Meter, record: dict, progress) -> None:
         c = spec.config
+        seed, eval_seed = c["seed"], eval_seed_of(c)
+        lr_grid, targets = c.get("eval_lr_grid"), c.get("targets", "as-condensed")
         method = METHODS.get(c["method"]).make(c["method_params"])
         record["label_source"] = method.label_source()
+        if hasattr(method, "control_of"):
+            record["control_of"] = method.control_of()
         budget = budget_from_dict(c["budget"])
-        ctx = self._context(c["seed"], c["model"], c["preset"], meter)
+        static = method.kind == "static"
+        # condensation draws from the seed; pruners and full data condense nothing: all from the eval seed
+        ctx = self._context(seed if static else eval_seed, c["model"], c["preset"], meter)
         cfg = TrainConfig(**c["train"])
         n_train, n_loc = len(self.train), self.series.num_locations
         condensed, input_channels = None, None
-        if method.kind == "static":
+        if static:
             condensed = self._condense(method, budget, spec, ctx, record)
             input_channels = condensed.hints.get("input_channels")
+            if targets == "hard":
+                condensed = self._hard_targets(condensed, input_channels, record)
             cfg = dataclasses.replace(cfg, **{k: v for k, v in condensed.hints.items()
                                               if k in {f.name for f in dataclasses.fields(cfg)}})
             m, n = condensed.shape(self.train)
             record["budget_achieved"] = (m * n) / (n_train * n_loc)
             record["condense_info"] = condensed.info
-            seed_evaluation(ctx, c["seed"])   # the same evaluation whether or not the set came from a cache
         else:
             m, n = n_train, n_loc
+            if targets == "hard":
+                record["hard_targets"] = "identity"   # real windows with their real targets already
         train, val, test, eval_loc_input = self._eval_splits(input_channels)
         record["reduced_shape"] = [m, self.window.input_len, n, train.series.num_channels]
         if n < n_loc and not MODELS.get(c["model"]).inductive:
             raise Incompatible(f"model {c['model']} is transductive and cannot train on {n} of {n_loc} "
                                f"locations; use an inductive model such as {inductive_form(c['model'])}")
-        model = ctx.model_factory(n, in_channels=train.series.num_channels)
-        if condensed is not None:
-            source, schedule = method.training_plan(condensed, train, model, ctx)
+        record["protocol"]["select_split"] = self.split_name(val)
+
+        def train_one(run_cfg: TrainConfig, first: bool, test_split):
+            """One evaluation model, seeded from the eval seed alone (the same evaluation whether or not
+            the set came from a cache, and for every rate of a learning-rate grid)."""
+            seed_evaluation(ctx, eval_seed)
+            runner = method if first else METHODS.get(c["method"]).make(c["method_params"])   # fresh state
+            model = ctx.model_factory(n, in_channels=train.series.num_channels)
+            if condensed is not None:
+                source, schedule = runner.training_plan(condensed, train, model, ctx)
+            else:
+                source, schedule = RealSource(train), runner
+                # a pruner's own set-up (e.g. ST-Prune's stationarity pass); repeated for later grid rates,
+                # where it is part of their training
+                with ctx.meter.phase("condense" if first else "train"):
+                    runner.start(n_train, budget, ctx)
+            result = fit(model, source, schedule, run_cfg, val, test_split, eval_loc_input, ctx,
+                         progress=_epoch_progress if progress else None)
+            return model, runner, result
+
+        if lr_grid is None:
+            model, method, result = train_one(cfg, True, test)
         else:
-            source, schedule = RealSource(train), method
-            with ctx.meter.phase("condense"):  # a pruner's own set-up (e.g. ST-Prune's stationarity pass)
-                method.start(n_train, budget, ctx)
+            cfg, model, method, result = self._lr_search(cfg, lr_grid, train_one, record)
+            score_test(model, test, eval_loc_input, cfg, ctx, result)   # the chosen model only
         record["model_parameters"] = sum(p.numel() for p in model.parameters())
         record["graph_source"] = self.graph_source(c["model"])
-        result = fit(model, source, schedule, cfg, val, test, eval_loc_input, ctx,
-                     progress=_epoch_progress if progress else None)
         record["train_config"] = dataclasses.asdict(cfg)
         record["metrics"] = {"val": result.val, "test": result.test}
+        record["protocol"].update(test_windows=result.test_windows,
+                                  test_batches_dropped=-(-len(test) // cfg.eval_batch_size) - result.test_batches)
         bad = [k for k in ("mae", "rmse", "rel_mae", "rel_rmse") if not np.isfinite(result.test.get(k, np.nan))]
         if bad:
             raise Diverged(f"non-finite test {', '.join(bad)}: training diverged or the test split has no "
@@ -233,6 +313,66 @@ class Workspace:
             report = getattr(method, "report", None)
             if report is not None:
                 record.update(report())
+
+    @staticmethod
+    def _lr_search(cfg: TrainConfig, grid: list, train_one, record: dict):
+        """Train one model per learning rate of ``grid`` (same eval seed, same set), none of them tested;
+        choose the rate whose selected checkpoint scores lowest on validation (``cfg.select_metric``;
+        with ``select="best"`` its best validation score, with ``"last"`` the final model's; a
+        non-finite score ranks last, ties go to the earlier rate of the grid). Returns (cfg with the
+        chosen rate, its model with the selected checkpoint loaded, its method, its result). Every
+        run's epochs count in the record's ``time_s.train``/``time_s.validate``; the per-epoch fields
+        are the chosen run's."""
+        hinted = cfg.lr
+        scores, train_s, best = {}, {}, None
+        for i, lr in enumerate(grid):
+            run_cfg = dataclasses.replace(cfg, lr=lr)
+            model, method, result = train_one(run_cfg, i == 0, None)
+            score = result.val.get(cfg.select_metric, math.nan)
+            score = float(score) if score is not None and math.isfinite(score) else math.inf
+            scores[str(lr)] = score
+            train_s[str(lr)] = float(sum(result.epoch_times))
+            if best is None or score < best[0]:
+                best = (score, run_cfg, model, method, result)
+            del model, method, result
+        _, cfg, model, method, result = best
+        record["lr_search"] = {"grid": list(grid), "val": scores, "chosen": cfg.lr, "select_metric": cfg.select_metric,
+                               "select": cfg.select, "train_s": train_s, "default_lr": hinted}
+        return cfg, model, method, result
+
+    def _hard_targets(self, condensed: CondensedSet, input_channels, record: dict) -> CondensedSet:
+        """The set with the targets the real data gives its inputs (``--targets hard``).
+
+        A coreset (real window ids) already trains on the real targets: the identity. A synthetic set
+        whose inputs are real training windows, untouched, names them in ``info["real_inputs"]`` (the
+        relabelling control): checked against the data, it becomes the coreset of those windows (their
+        real targets and masks; weights and hints kept). Any other synthetic set has learned inputs, for
+        which no real target exists: ``Incompatible``.
+        """
+        if condensed.x is None:
+            record["hard_targets"] = "identity"
+            return condensed
+        ids = condensed.info.get("real_inputs")
+        if ids is not None:
+            ids = np.asarray(ids, dtype=np.int64)
+            train = self._eval_splits(input_channels)[0]
+            if len(ids) and ids.min() >= 0 and ids.max() < len(train) and \
+                    condensed.x.shape[2] == self.series.num_locations:
+                real = train.batch(ids).x
+                if real.shape == condensed.x.shape and torch.equal(real, condensed.x.to(real.device)):
+                    record["hard_targets"] = "replaced"
+                    record["label_source"] = "real"
+                    return CondensedSet(indices=ids, sample_weight=condensed.sample_weight,
+                                        location_weight=condensed.location_weight, hints=condensed.hints,
+                                        info=condensed.info)
+        raise Incompatible("hard targets not defined for learned inputs")
+
+    def split_name(self, windows: WindowSet) -> str | None:
+        """Which split of the series ``windows`` are (by their window starts), or None."""
+        for name, starts in self.series.starts.items():
+            if windows.starts is starts or np.array_equal(windows.starts, starts):
+                return name
+        return None
 
     def _context(self, seed: int, model: str, preset: str, meter: Meter) -> RunContext:
         seed_evaluation(None, seed)
@@ -331,9 +471,14 @@ def inductive_form(model: str) -> str:
     return le if le in MODELS.names() else "mtgnn-le"
 
 
+def eval_seed_of(config: dict) -> int:
+    """The evaluation seed of a cell: ``config["eval_seed"]`` where it differs from the seed, else the seed."""
+    return config.get("eval_seed", config["seed"])
+
+
 def seed_evaluation(ctx: RunContext | None, seed: int) -> None:
-    """Seed model initialisation, dropout and the trainer's draws from the cell's seed alone, so the
-    evaluation does not depend on how many draws condensation made (or whether it ran at all)."""
+    """Seed model initialisation, dropout and the trainer's draws from the cell's eval seed alone, so
+    the evaluation does not depend on how many draws condensation made (or whether it ran at all)."""
     torch.manual_seed(seed)
     if ctx is not None:
         ctx.rng = np.random.default_rng(seed)

@@ -45,6 +45,13 @@ def _ints(text: str, what: str) -> list[int]:
         raise UserError(f"{what} {text!r} must be comma-separated integers, e.g. 0,1,2") from None
 
 
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise UserError(f"{what} {text!r} must be comma-separated numbers, e.g. 1e-2,1e-3,1e-4") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="stbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -57,7 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retention-basis", default="total", choices=["total", "pruned"],
                      help="total: r of the visits over all epochs, for every pruner (default); pruned: r over "
                           "the pruned epochs only, the papers' protocol")
-    run.add_argument("--seeds", default="0", help="comma-separated seeds")
+    run.add_argument("--seeds", default="0", help="comma-separated seeds (of condensation, with --eval-seeds)")
+    run.add_argument("--eval-seeds", default=None,
+                     help="comma-separated evaluation seeds: each set (condensed once per --seeds seed) is "
+                          "evaluated with each; pruners and full run once per eval seed (default: each "
+                          "cell's own seed)")
+    run.add_argument("--eval-lr-grid", default=None, metavar="LRS",
+                     help="evaluation learning rates, e.g. 1e-2,1e-3,1e-4: one model per rate, the rate "
+                          "with the lowest validation score is tested (every method alike)")
+    run.add_argument("--targets", default="as-condensed", choices=["as-condensed", "hard"],
+                     help="hard: train on the real targets of the set's inputs (coresets: unchanged; "
+                          "learned inputs: recorded incompatible)")
     run.add_argument("--model", default="auto", help="evaluation model; auto: mtgnn, or mtgnn-le for "
                                                      "bi-dimensional sets")
     run.add_argument("--preset", default="smoke", help="smoke | quick | paper | stprune")
@@ -100,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--results", default="results")
     report.add_argument("--out", default=None, help="output folder (default RESULTS/report)")
     report.add_argument("--tables", default="all",
-                        help="'all', 'none' or main,cross-model,sweeps,pruning,time,reference")
+                        help="'all', 'none' or main,cross-model,sweeps,pruning,time,scores,cost,seeds,control,reference")
     report.add_argument("--plots", default="all", help="'all', 'none' or train-cost,condense-time,scalability,"
                                                       "error-vs-condense,prune-tradeoff,error-vs-visits,pareto")
     report.add_argument("--reference", default=None, help="folder of published numbers (default results/reference "
@@ -154,6 +171,9 @@ def cmd_run(args) -> int:
                                            ("optimizer", args.optimizer)) if v is not None},
         window=WindowSpec(args.input_len, args.output_len),
         retry=tuple(filter(None, (p.strip() for p in args.retry.split(",")))),
+        eval_seeds=None if args.eval_seeds is None else _ints(args.eval_seeds, "--eval-seeds"),
+        eval_lr_grid=None if args.eval_lr_grid is None else _floats(args.eval_lr_grid, "--eval-lr-grid"),
+        targets=args.targets,
     )
     say = None if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None

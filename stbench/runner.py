@@ -1,16 +1,27 @@
 """The driver: plan a grid into cells, run them with an executor, write one record per cell.
 
-Planning expands the command line (datasets x methods x budgets x seeds x models) into
-``CellSpec``s (``stbench.cell``), checks everything that can be checked before compute, and skips
-cells the store has finished. Each remaining cell is claimed in the store (so concurrent drivers on
+Planning expands the command line (datasets x methods x budgets x seeds x evaluation seeds x
+models) into ``CellSpec``s (``stbench.cell``), checks everything that can be checked before compute,
+and skips cells the store has finished. Each remaining cell is claimed in the store (so concurrent drivers on
 one results folder never run a cell twice), run by the executor (``stbench.executors``: serial,
 local processes or Ray), and its record appended as it arrives. A failing cell is recorded and the
 grid goes on.
+
+Seeds. ``seeds`` are condensation seeds, ``eval_seeds`` (default: none, each cell evaluates with its
+own seed) evaluation seeds. A static method gets one cell per (seed, eval seed): its set is condensed
+once per seed (the artifact key holds the seed, not the eval seed) and every eval seed trains and tests
+a fresh evaluation model on it. Pruners and ``full`` condense nothing: the pruner's draws, the model's
+initialisation and the batch order are one stream, seeded by the eval seed alone, so they get one
+cell per eval seed with ``seed = eval_seed`` (the very run, and run id, of ``--seeds E`` without
+``--eval-seeds``); ``seeds`` does not multiply them. The config (so the run id) holds ``eval_seed``
+only where it differs from ``seed``, ``eval_lr_grid`` only when a grid is given and ``targets`` only
+when it is ``hard``: without the new options every run id is what it was.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import time
 import typing
@@ -28,6 +39,8 @@ from stbench.presets import train_config
 from stbench.protocols import Method
 from stbench.registry import DATASETS, METHODS, MODELS
 from stbench.results import FINISHED, STATUSES, ClaimKeeper, ResultStore
+
+TARGETS = ("as-condensed", "hard")
 
 
 @dataclass
@@ -47,6 +60,9 @@ class Grid:
     train_overrides: dict = field(default_factory=dict)   # e.g. {"epochs": 5}
     window: WindowSpec = field(default_factory=WindowSpec)
     retry: tuple = ()                                     # finished statuses to run again, e.g. ("oom",)
+    eval_seeds: list | None = None                        # evaluation seeds; None: each cell's own seed
+    eval_lr_grid: list | None = None                      # evaluation learning rates chosen on validation
+    targets: str = "as-condensed"                         # as-condensed | hard (real targets where defined)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -111,13 +127,19 @@ class Runner:
             if model != "auto":
                 MODELS.get(model)
         _check_seeds(grid.seeds)
+        if grid.eval_seeds is not None:
+            _check_seeds(grid.eval_seeds, "--eval-seeds")
+        self.lr_grid = _lr_grid(grid.eval_lr_grid)
+        if grid.targets not in TARGETS:
+            raise UserError(f"--targets {grid.targets!r}: choose one of {', '.join(TARGETS)}")
         unknown_retry = set(grid.retry) - set(FINISHED)
         if unknown_retry:
             raise UserError(f"--retry {','.join(sorted(unknown_retry))}: only finished statuses "
                             f"({', '.join(FINISHED)}) can be retried; failed cells are always retried")
         self.method_names = METHODS.select(grid.methods)
-        _check_params(grid.params, self.method_names)
         self.methods = {name: make_method(name, grid.params) for name in self.method_names}
+        followed = _bind_followed(self.methods, grid.params)
+        _check_params(grid.params, self.method_names, followed)
         train_config(grid.preset, {}, grid.train_overrides)   # an unknown preset fails here, before any data
         self.store.check_writable()   # before any compute
         self.counts: dict[str, int] = {}
@@ -140,13 +162,20 @@ class Runner:
             self._say(f"{dataset}: {data.shape[0]} steps x {data.shape[1]} locations x {data.shape[2]} channels; "
                       f"{100 * ws.series.masked_target_share:.1f}% of target readings masked (missing"
                       f"{' or zero: zeros count as missing' if ws.series.mask_zeros else '; zeros are values'})")
-            for name, budget, seed, model in cells:
+            for name, budget, seed, eval_seed, model in cells:
                 config = {
                     "dataset": dataset, "dataset_sha256": ws.data_sha, "dataset_options": options,
                     "window": window_dict, "method": name, "method_params": self.methods[name].param_dict(),
                     "budget": None if budget is None else budget.to_dict(), "seed": seed, "model": model,
                     "preset": self.grid.preset, "train": train, "device": self.device.type,
                 }
+                # the new protocol keys only where they change the run, so earlier run ids stay valid
+                if eval_seed != seed:
+                    config["eval_seed"] = eval_seed
+                if self.lr_grid is not None:
+                    config["eval_lr_grid"] = self.lr_grid
+                if self.grid.targets != "as-condensed":
+                    config["targets"] = self.grid.targets
                 specs.append(CellSpec(config, self.grid.results, self.grid.data_dir, str(self.device)))
         return specs
 
@@ -162,18 +191,26 @@ class Runner:
         return options
 
     def _cells(self) -> list[tuple]:
-        """(method, budget, seed, model) in grid order; ``auto`` picks mtgnn-le for bi-dimensional sets."""
+        """(method, budget, seed, eval seed, model) in grid order; ``auto`` picks mtgnn-le for
+        bi-dimensional sets. Static methods: every (seed, eval seed); pruners and ``full``: one cell per
+        eval seed, with seed = eval seed (they condense nothing; see the module docstring)."""
         cells = []
         for name, method in self.methods.items():
             budgets = {"static": self.grid.budgets, "dynamic": self.grid.retentions, "full": [None]}[method.kind]
+            if self.grid.eval_seeds is None:
+                seeds = [(seed, seed) for seed in self.grid.seeds]
+            elif method.kind == "static":
+                seeds = [(seed, e) for seed in self.grid.seeds for e in self.grid.eval_seeds]
+            else:
+                seeds = [(e, e) for e in self.grid.eval_seeds]
             for budget in budgets:
-                for seed in self.grid.seeds:
+                for seed, eval_seed in seeds:
                     for model in self.models:
                         if model == "auto":
                             bidim = budget is not None and method.is_bidimensional(budget)
                             model = "mtgnn-le" if bidim else "mtgnn"
-                        if (name, budget, seed, model) not in cells:
-                            cells.append((name, budget, seed, model))
+                        if (name, budget, seed, eval_seed, model) not in cells:
+                            cells.append((name, budget, seed, eval_seed, model))
         return cells
 
     def _check_cells(self, cells, num_windows: int, num_locations: int) -> None:
@@ -185,7 +222,7 @@ class Runner:
             except ValueError as err:
                 raise UserError(f"method {name}: {err}") from None
         tiny = set()
-        for name, budget, _, _ in cells:
+        for name, budget, *_ in cells:
             method = self.methods[name]
             if isinstance(budget, Compression):
                 bidim = method.is_bidimensional(budget)
@@ -314,17 +351,46 @@ class _Display:
             self.bar.close()
 
 
-def _check_seeds(seeds: list) -> None:
+def _check_seeds(seeds: list, flag: str = "--seeds") -> None:
     if not seeds:
-        raise UserError("no seeds given; pass --seeds 0 or a comma-separated list such as 0,1,2")
-    bad = [s for s in seeds if not isinstance(s, int) or s < 0]
+        raise UserError(f"no seeds given; pass {flag} 0 or a comma-separated list such as 0,1,2")
+    bad = [s for s in seeds if not isinstance(s, int) or isinstance(s, bool) or s < 0]
     if bad:
-        raise UserError(f"seeds must be integers >= 0 (got {bad}); pass e.g. --seeds 0,1,2")
+        raise UserError(f"seeds must be integers >= 0 (got {bad}); pass e.g. {flag} 0,1,2")
 
 
-def _check_params(params: dict, names: list[str]) -> None:
-    """Every ``--set`` key must reach a selected method: a typo never passes silently."""
-    accepted = {name: {f.name for f in dataclasses.fields(METHODS.get(name).Params)} for name in names}
+def _lr_grid(grid: list | None) -> list[float] | None:
+    """The evaluation learning-rate grid, checked and canonical (distinct, largest first), or None."""
+    if grid is None:
+        return None
+    if not grid:
+        raise UserError("--eval-lr-grid names no learning rate; give e.g. 1e-2,1e-3,1e-4")
+    bad = [v for v in grid if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+           or v <= 0]
+    if bad:
+        raise UserError(f"--eval-lr-grid: learning rates must be positive numbers (got {bad})")
+    return sorted({float(v) for v in grid}, reverse=True)
+
+
+def _bind_followed(methods: dict[str, Method], params: dict) -> set[str]:
+    """Controls that mirror another method (``method.follows()``: its name, e.g. relabelled-random of
+    condtsf) get that method's parameters as this grid resolves them (``method.bind``), so both use
+    the same experts and settings; returns the followed names (their ``--set`` keys are accepted)."""
+    followed = set()
+    for method in methods.values():
+        follows = getattr(method, "follows", None)
+        if follows is not None:
+            name = follows()
+            method.bind(make_method(name, params).param_dict())
+            followed.add(name)
+    return followed
+
+
+def _check_params(params: dict, names: list[str], followed: set[str] = frozenset()) -> None:
+    """Every ``--set`` key must reach a selected method (or one a selected control follows): a typo
+    never passes silently."""
+    accepted = {name: {f.name for f in dataclasses.fields(METHODS.get(name).Params)}
+                for name in (*names, *followed)}
     for key in params:
         target, _, param = key.rpartition(".")
         if target:

@@ -60,6 +60,8 @@ class TrainResult:
     visits_per_epoch: list = field(default_factory=list)
     optimizer_steps: int = 0
     val_history: list = field(default_factory=list)
+    test_windows: int = 0       # windows the test pass scored (counted by the loop, not taken from the split)
+    test_batches: int = 0       # batches it scored them in
 
 
 def per_sample_loss(pred, y, mask, location_weight, kind: str) -> torch.Tensor:
@@ -149,21 +151,44 @@ def train_step(model, opt, source, ids, weights, cfg: TrainConfig, gen: torch.Ge
 def evaluate(model, windows: WindowSet, loc_input: torch.Tensor, batch_size: int,
              y_mean: float | None = None) -> dict:
     """Stream metrics over every window and every original location of a split."""
+    return _evaluate(model, windows, loc_input, batch_size, y_mean)[0]
+
+
+@torch.no_grad()
+def _evaluate(model, windows: WindowSet, loc_input: torch.Tensor, batch_size: int,
+              y_mean: float | None = None) -> tuple[dict, int, int]:
+    """(metrics, windows scored, batches scored): ``evaluate`` with a count of what the loop saw."""
     model.eval()
     series = windows.series
     if y_mean is None:
         y_mean = target_mean(windows.iter_batches(batch_size))
     metrics = StreamingMetrics(series.spec.output_len, y_mean, series.device)
+    seen = batches = 0
     for batch in windows.iter_batches(batch_size):
         pred = series.unscale_target(model(batch.x, loc_input))
         metrics.update(pred, batch.y, batch.mask)
+        seen += int(batch.x.shape[0])
+        batches += 1
     model.train()
-    return metrics.compute()
+    return metrics.compute(), seen, batches
 
 
-def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowSet,
+def score_test(model, test: WindowSet, eval_loc_input: torch.Tensor, cfg: TrainConfig, ctx: RunContext,
+               result: TrainResult) -> None:
+    """The test pass (phase ``evaluate``) of the model as it is: every test window, every original
+    location, no batch dropped; fills ``result.test`` and the counts ``test_windows``/``test_batches``."""
+    with ctx.meter.phase("evaluate"):
+        result.test, result.test_windows, result.test_batches = _evaluate(model, test, eval_loc_input,
+                                                                          cfg.eval_batch_size)
+
+
+def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowSet | None,
         eval_loc_input: torch.Tensor, ctx: RunContext, progress=None) -> TrainResult:
-    """Train, select the checkpoint (``cfg.select``), test it.
+    """Train, select the checkpoint (``cfg.select``) on ``val``, test it on ``test``.
+
+    With ``test=None`` the selected checkpoint is left loaded in ``model`` and not tested
+    (``result.test`` stays empty): a learning-rate search trains one model per rate this way and
+    tests only the one it chose (``score_test``), so the test split never enters the choice.
 
     ``result.schedule_times`` is each epoch's time inside ``schedule.epoch``/``schedule.update`` (a
     pruner's selection and scoring, e.g. ST-Prune's eq. 3 and eq. 4), part of the epoch time.
@@ -218,6 +243,6 @@ def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowS
             progress(epoch + 1, cfg.epochs)
     _, result.best_epoch, state, result.val = best
     model.load_state_dict(state)
-    with ctx.meter.phase("evaluate"):
-        result.test = evaluate(model, test, eval_loc_input, cfg.eval_batch_size)
+    if test is not None:
+        score_test(model, test, eval_loc_input, cfg, ctx, result)
     return result

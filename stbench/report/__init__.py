@@ -1,7 +1,8 @@
 """``stbench report``: tables, figures and the published-numbers comparison, from the results store alone.
 
 Writes ``tables/<name>.tex|.md|.csv``, ``tables/reference_comparison.md|.csv``, ``figures/<name>.pdf|.png``
-and ``report.md`` (every Markdown table, the comparison and the figure list) under the output folder.
+and ``report.md`` (the protocol audit, every Markdown table, the comparison and the figure list) under the
+output folder; the audit is also written alone as ``protocol_audit.md``, whatever tables were chosen.
 A table or figure the store has no data for is skipped with the reason, never written empty.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from stbench import UserError
 from stbench.report import plots, reference, tables
+from stbench.report.audit import audit_markdown
 from stbench.report.frame import load_frame
 from stbench.report.render import to_csv, to_latex, to_markdown
 
@@ -35,7 +37,8 @@ def write_report(results: str | Path, out: str | Path | None = None, table_names
     """Write the chosen tables and figures; ``say`` gets one line per file written or item skipped."""
     df = load_frame(results)
     out = Path(out) if out is not None else Path(results) / "report"
-    written, sections = [], []
+    audit = audit_markdown(df)
+    written, sections = _write(out / "protocol_audit.md", audit, say), [audit]
     for name in (n for n in table_names if n in tables.BUILDERS):
         built = _unique(tables.BUILDERS[name](df))
         if not built:

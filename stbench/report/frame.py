@@ -2,7 +2,19 @@
 
 Every column a table or plot needs is derived here, once: the effective temporal x spatial split,
 the number of location subsets K, the evaluation model's group (``mtgnn-le`` belongs to ``mtgnn``),
-a label that tells apart runs of one method with different parameters, and the costs of a run.
+a label that tells apart runs of one method with different parameters (and hard-target or
+relabelling-control runs of it), the costs of a run, and the protocol fields the scores and the audit read.
+
+Record fields that may be absent are kept as "not recorded" (empty text, NaN), never filled in with a
+default: ``label_source``, ``eval_seed`` (absent: the evaluation model's seed is ``seed``), ``lr_search``,
+``targets``, ``control_of``, ``protocol``.
+
+Costs of a run (seconds): ``t_condense`` = ``time_s.condense``, which already holds every set-up stage
+(experts, teachers, proxies, clustering; a stage reused from a cache is charged to it by the runner as
+``condense_info.reused_setup_s``, so it is never added again); ``setup_s`` is the part of it the method
+reports as set-up (``SETUP_FIELDS``); ``t_eval_train`` = ``time_s.train`` + ``time_s.validate`` (the
+evaluation model's training with its validation passes); ``total_cost_s`` = condensation + evaluation
+training; ``peak_bytes`` = the largest peak over all phases (GPU memory where recorded, else RSS).
 """
 from __future__ import annotations
 
@@ -18,7 +30,13 @@ from stbench.results import ResultStore
 
 METRICS = ("rel_mae", "rel_rmse", "mae", "rmse", "mape")
 VALUES = METRICS + ("t_condense", "t_train", "t_total", "cost_s", "epoch_s", "peak_train_bytes", "achieved",
-                    "retention_pruned")
+                    "retention_pruned", "setup_s", "t_validate", "t_eval_train", "total_cost_s", "peak_bytes")
+LABEL_SOURCES = ("real", "learned", "expert-relabelled", "teacher")
+NOT_RECORDED = "not recorded"
+# set-up stages inside the condensation time, as methods report them in ``condense_info`` (seconds);
+# expert buffers count once: ``reused_setup_s`` when they came from a cache, else their build time
+SETUP_FIELDS = ("teacher_s", "clustering_s", "warmup_s")
+EXPERT_FIELDS = ("reused_setup_s", "experts_build_s")
 K_PARAM = "subsets"                 # method parameter: number of location subsets K (else the trainer's)
 OUTER_PARAM = "outer_iterations"    # method parameter (0: the preset's); condense_info.loops.outer is the run's
 DEFAULT_MODEL = "mtgnn"             # the papers' evaluation model, preferred for the main tables
@@ -78,7 +96,31 @@ def _row(r: dict) -> dict:
     train = r.get("train_config") or {}
     row["select"], row["select_metric"] = train.get("select"), train.get("select_metric")   # named in captions
     row["eq5_weighted_share"] = _number(r.get("eq5_weighted_share"))   # ST-Prune: kept visits with eq. 5 weights
+    row.update(_protocol(r, train))
     return row
+
+
+def _protocol(r: dict, train: dict) -> dict:
+    """What the label-source marks, the scores, the seed table and the protocol audit read from a record."""
+    lr_search = r.get("lr_search") if isinstance(r.get("lr_search"), dict) else None
+    protocol = r.get("protocol") if isinstance(r.get("protocol"), dict) else None
+    eval_seed = r.get("eval_seed")
+    return {
+        "label_source": r.get("label_source") or "",
+        "eval_seed": eval_seed if eval_seed is not None else r.get("seed"),
+        "eval_seed_recorded": eval_seed is not None,
+        "targets": r.get("targets") or "",
+        "control_of": r.get("control_of") or "",
+        "lr": _number(train.get("lr")),
+        "lr_search": json.dumps(lr_search, sort_keys=True, default=str) if lr_search else "",
+        "lr_chosen": _number((lr_search or {}).get("chosen")),
+        "train_config": json.dumps(train, sort_keys=True, default=str),
+        "protocol": json.dumps(protocol, sort_keys=True, default=str) if protocol else "",
+        "test_windows": (r.get("split_windows") or {}).get("test"),
+        "reduced_windows": (r.get("reduced_shape") or [None])[0],
+        "syn_lr": _number((r.get("condense_info") or {}).get("syn_lr")),
+        "mask_zeros": r.get("mask_zeros"),
+    }
 
 
 def _costs(r: dict, times: dict) -> dict:
@@ -86,13 +128,31 @@ def _costs(r: dict, times: dict) -> dict:
     cuda = (r.get("peak_cuda_bytes") or {}).get("train") or 0
     rss = (r.get("peak_rss_bytes") or {}).get("train") or 0
     condense, train = _number(times.get("condense")), _number(times.get("train"))
+    validate = _number(times.get("validate"))
+    eval_train = train + (0.0 if math.isnan(validate) else validate)
+    peaks_cuda = [v for v in (r.get("peak_cuda_bytes") or {}).values() if _number(v) > 0]
+    peaks_rss = [v for v in (r.get("peak_rss_bytes") or {}).values() if _number(v) > 0]
+    peak = max(peaks_cuda or peaks_rss or [math.nan])
     return {
+        "setup_s": _setup(r.get("condense_info") or {}, r) if not math.isnan(condense) else math.nan,
+        "t_validate": validate, "validate_recorded": not math.isnan(validate), "t_eval_train": eval_train,
+        "total_cost_s": eval_train + (0.0 if math.isnan(condense) else condense),
+        "peak_bytes": float(peak), "peak_kind": "GPU" if peaks_cuda else "RSS",
         "t_condense": condense, "t_train": train, "t_total": _number(times.get("total")),
         "cost_s": float(np.nansum([condense, train])) if not math.isnan(train) else math.nan,
         "epoch_s": float(np.mean(epochs)) if epochs else math.nan,
         "peak_train_bytes": float(cuda or rss) if (cuda or rss) else math.nan,
         "memory_kind": "GPU" if cuda else "RSS",
     }
+
+
+def _setup(info: dict, r: dict) -> float:
+    """Seconds of the condensation spent on set-up stages (experts, teachers, proxies, clustering), 0 when
+    the method reports none; a part of ``time_s.condense``, never added to it."""
+    experts = next((_number(info[k]) for k in EXPERT_FIELDS if _number(info.get(k)) >= 0), 0.0)
+    proxies = _number((((r.get("selection_info") or {}).get("time_s")) or {}).get("proxy_s"))
+    parts = [experts, proxies] + [_number(info.get(k)) for k in SETUP_FIELDS]
+    return float(sum(p for p in parts if not math.isnan(p)))
 
 
 def _number(value) -> float:
@@ -142,6 +202,10 @@ def variants(df: pd.DataFrame) -> pd.Series:
         for setting, params in decoded.items():
             text = ", ".join(f"{k}={params.get(k)}" for k in keys)
             labels[(df["method"] == method) & (df["params"] == setting)] = f"{method} ({text})"
+    if "targets" in df.columns:      # a set trained with its targets replaced by the real data's
+        labels = labels.where(df["targets"] != "hard", labels + " (hard targets)")
+    if "control_of" in df.columns:   # real windows relabelled by a method's expert, standing for that method
+        labels = labels.where(df["control_of"] == "", labels + " (control of " + df["control_of"] + ")")
     return labels
 
 

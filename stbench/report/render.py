@@ -4,6 +4,8 @@ Builders in ``tables.py`` fill a ``Table``; ``mark`` ranks the cells (best bold,
 the three renderers only format. A cell shows ``mean ± std`` (std omitted for one run), an optional
 change in % against full-data training, or its status: O.O.M., failed, n/a (incompatible), or a dash.
 A cell whose method could not reach the budget is marked ‡, explained in the caption, and not ranked.
+A cell may carry a ``text`` shown instead of its number (e.g. "never" for a break-even count), and a row
+a superscript ``mark`` after its label (the label source of its training targets, explained in the caption).
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ class Cell:
     change: float = math.nan        # % against full-data training (positive: higher error)
     mark: str = ""                  # "best" | "second" | ""
     unmet: str = ""                 # why the cell's budget was not met (not ranked), e.g. "kept 41.6% for r=10%"
+    text: str = ""                  # shown instead of the number (not ranked), e.g. "never"
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Row:
     label: str
     cells: dict = field(default_factory=dict)
     ranked: bool = True
+    mark: str = ""                  # superscript after the label, e.g. "E" (expert-relabelled targets)
 
 
 @dataclass
@@ -89,7 +93,8 @@ def mark(table: Table) -> Table:
 
 def _mark_cells(pairs: list[tuple[Cell, Column]]) -> None:
     shown = [(round(cell.mean, col.decimals) * (1 if col.better == "lower" else -1), cell)
-             for cell, col in pairs if cell.status == "ok" and math.isfinite(cell.mean) and not cell.unmet]
+             for cell, col in pairs if cell.status == "ok" and math.isfinite(cell.mean) and not cell.unmet
+             and not cell.text]
     order = sorted({value for value, _ in shown})
     for value, cell in shown:
         cell.mark = "best" if value == order[0] else "second" if len(order) > 1 and value == order[1] else ""
@@ -109,6 +114,8 @@ def legend(table: Table) -> str:
 
 
 def cell_text(cell: Cell, column: Column, latex: bool = False) -> str:
+    if cell.text and cell.status == "ok":
+        return escape(cell.text) if latex else cell.text
     if cell.status != "ok" or not math.isfinite(cell.mean):
         text = STATUS_TEXT.get(cell.status, STATUS_TEXT["missing"])
         return escape(text) if latex else text
@@ -129,7 +136,7 @@ def cell_text(cell: Cell, column: Column, latex: bool = False) -> str:
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
           "±": r"$\pm$", "×": r"$\times$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "ε": r"$\epsilon$", "–": "--",
-          "≤": r"$\leq$"}
+          "≤": r"$\leq$", "−": r"$-$", "⌈": r"$\lceil$", "⌉": r"$\rceil$"}
 
 
 def escape(text: str) -> str:
@@ -150,7 +157,8 @@ def to_latex(table: Table) -> str:
             lines.append(rf"\multicolumn{{{ncols + 1}}}{{l}}{{\textit{{{escape(group)}}}}} \\")
         for row in rows:
             cells = [cell_text(table.cell(row, c), c, latex=True) for c in table.columns]
-            lines.append(" & ".join([escape(row.label)] + cells) + r" \\")
+            label = escape(row.label) + (rf"$^{{\mathrm{{{escape(row.mark)}}}}}$" if row.mark else "")
+            lines.append(" & ".join([label] + cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -185,14 +193,15 @@ def to_markdown(table: Table) -> str:
     for group, rows in table.groups:
         if group:
             body.append([f"*{group}*"] + [""] * len(table.columns))
-        body += [[row.label] + [cell_text(table.cell(row, c), c) for c in table.columns] for row in rows]
+        body += [[row.label + (f"<sup>{row.mark}</sup>" if row.mark else "")]
+                 + [cell_text(table.cell(row, c), c) for c in table.columns] for row in rows]
     grid = tabulate(body, headers=headers, tablefmt="pipe", colalign=["left"] + ["right"] * len(table.columns),
                     disable_numparse=True)
     return f"**{table.title}.** {table.caption}\n\n{grid}\n"
 
 
 CSV_FIELDS = ("table", "group", "row_key", "row", "column_group", "column", "mean", "std", "n", "status",
-              "partial", "change_pct", "mark", "unmet")
+              "partial", "change_pct", "mark", "unmet", "text", "row_mark")
 
 
 def to_csv(table: Table) -> str:
@@ -206,7 +215,7 @@ def to_csv(table: Table) -> str:
                 cell = table.cell(row, col)
                 writer.writerow([table.name, group, row.key, row.label, col.group, col.label, _num(cell.mean),
                                  _num(cell.std), cell.n, cell.status, int(cell.partial), _num(cell.change),
-                                 cell.mark, cell.unmet])
+                                 cell.mark, cell.unmet, cell.text, row.mark])
     return out.getvalue()
 
 
