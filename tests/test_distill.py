@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from baselines.distill.dc import DC
+from baselines.distill.mtt import RealView
 from baselines.distill.synthetic import real_batch
 from stbench.budgets import Compression
 from stbench.data.windows import Series, WindowSpec
@@ -71,13 +72,14 @@ def test_dc_gradient_distance_falls(series):
     x0, y0, _ = real_batch(train, np.array([5, 60, 120]))
     x_s, y_s = x0.clone().requires_grad_(True), y0.masked_fill(~_, 0).clone().requires_grad_(True)
     opt = torch.optim.Adam([x_s, y_s], lr=0.01)
-    start = method.matching_distance(model, params, real, x_s, y_s).item()
+    view = RealView(train)                      # all real locations: no location input, no weights
+    start = method.matching_distance(model, params, real, x_s, y_s, view).item()
     for _i in range(30):
-        dist = method.matching_distance(model, params, real, x_s, y_s)
+        dist = method.matching_distance(model, params, real, x_s, y_s, view)
         opt.zero_grad()
         dist.backward(inputs=[x_s, y_s])
         opt.step()
-    end = method.matching_distance(model, params, real, x_s, y_s).item()
+    end = method.matching_distance(model, params, real, x_s, y_s, view).item()
     assert end < 0.8 * start
 
 
