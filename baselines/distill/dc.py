@@ -35,9 +35,8 @@ import torch
 
 from baselines.distill import checks
 from baselines.distill.matching import layerwise_cosine_distance, loop_sizes
-from baselines.distill.mtt import ClusteredView, RealView
+from baselines.distill.mtt import RealView, clustered_view, random_windows
 from baselines.distill.synthetic import matching_batch_size, sample_ids, temporal_synthetic_set
-from methods.location_clustering import cluster_locations, random_locations
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
 from stbench.sources import SyntheticSource
@@ -162,11 +161,6 @@ class STemDistDC(DC):
             checks.at_least(self, 1, "kmeans_iterations")
 
     def synthetic_set(self, train, budget, ctx):
-        m_s, n_s = budget.sizes(len(train), train.series.num_locations, bidimensional=True)
-        p = self.params
-        clustered = (cluster_locations(train, n_s, p.kmeans_iterations, ctx.torch_generator) if p.clustering
-                     else random_locations(train, n_s, ctx.rng))
-        view = ClusteredView(clustered)
-        ids = np.sort(ctx.rng.choice(view.num_windows, size=m_s, replace=False))
-        x, y, mask = view.gather(ids)
-        return view, x.clone().requires_grad_(True), y.masked_fill(~mask, 0.0).clone().requires_grad_(True), ids
+        view, m_s = clustered_view(train, budget, self.params, ctx)
+        x, y, ids = random_windows(view, m_s, ctx)
+        return view, x.requires_grad_(True), y.requires_grad_(True), ids

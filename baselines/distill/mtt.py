@@ -99,6 +99,23 @@ class ClusteredView:
         return x_s.mean(dim=0).permute(1, 0, 2)
 
 
+def clustered_view(train, budget, params, ctx) -> tuple[ClusteredView, int]:
+    """(view, M_S) for a bi-dimensional budget: STemDist's N_S clustered locations (Algorithm 3, its
+    ``kmeans_iterations``), or N_S random real locations with ``clustering=False``."""
+    m_s, n_s = budget.sizes(len(train), train.series.num_locations, bidimensional=True)
+    clustered = (cluster_locations(train, n_s, params.kmeans_iterations, ctx.torch_generator) if params.clustering
+                 else random_locations(train, n_s, ctx.rng))
+    return ClusteredView(clustered), m_s
+
+
+def random_windows(view, m: int, ctx):
+    """``m`` random windows of ``view`` (sorted ids from ``ctx.rng``) as an initial synthetic set: copies
+    of x and y with unobserved targets at 0 (the training mean); returns (x, y, ids)."""
+    ids = np.sort(ctx.rng.choice(view.num_windows, size=m, replace=False))
+    x, y, mask = view.gather(ids)
+    return x.clone(), y.masked_fill(~mask, 0.0).clone(), ids
+
+
 @METHODS.register("mtt", family="distill", description="MTT trajectory matching against cached MTGNN experts")
 class MTT(Condenser):
     labels = "learned"   # synthetic x and y are both optimised
@@ -202,10 +219,9 @@ class MTT(Condenser):
         return 0, max(0, hi)
 
     def initial_set(self, view, m_s, buffers, student, ctx, info):
-        ids = np.sort(ctx.rng.choice(view.num_windows, size=m_s, replace=False))
-        x, y, mask = view.gather(ids)
+        x, y, ids = random_windows(view, m_s, ctx)
         info["init_ids"] = ids.tolist()
-        return x.clone(), y.masked_fill(~mask, 0.0).clone()
+        return x, y
 
     def before_iteration(self, it: int, x_s, y_s, ctx) -> bool:
         """Plugin hook (CondTSF) at the start of iteration ``it``, given the synthetic leaves; returns
@@ -301,8 +317,4 @@ class STemDistMTT(MTT):
             checks.at_least(self, 1, "kmeans_iterations")
 
     def view(self, train, budget, ctx):
-        m_s, n_s = budget.sizes(len(train), train.series.num_locations, bidimensional=True)
-        p = self.params
-        clustered = (cluster_locations(train, n_s, p.kmeans_iterations, ctx.torch_generator) if p.clustering
-                     else random_locations(train, n_s, ctx.rng))
-        return ClusteredView(clustered), m_s
+        return clustered_view(train, budget, self.params, ctx)
