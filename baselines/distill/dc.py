@@ -35,7 +35,7 @@ import torch
 
 from baselines.distill import checks
 from baselines.distill.matching import layerwise_cosine_distance, loop_sizes
-from baselines.distill.mtt import RealView, clustered_view, random_windows
+from baselines.distill.mtt import ClusteringParams, RealView, clustered_view, random_windows
 from baselines.distill.synthetic import matching_batch_size, sample_ids, temporal_synthetic_set
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
@@ -151,14 +151,8 @@ class STemDistDC(DC):
     bidimensional = True
 
     @dataclass
-    class Params(DC.Params):
-        model: str = "mtgnn-le"
-        clustering: bool = True        # STemDist clustering (False: random locations, unit weights)
-        kmeans_iterations: int = 300
-
-        def __post_init__(self):
-            super().__post_init__()
-            checks.at_least(self, 1, "kmeans_iterations")
+    class Params(ClusteringParams, DC.Params):
+        pass
 
     def synthetic_set(self, train, budget, ctx):
         view, m_s = clustered_view(train, budget, self.params, ctx)

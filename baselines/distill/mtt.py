@@ -99,6 +99,20 @@ class ClusteredView:
         return x_s.mean(dim=0).permute(1, 0, 2)
 
 
+@dataclass
+class ClusteringParams:
+    """The parameters STemDist's variants add to their base method (``stemdist-mtt``, ``-dc``,
+    ``-condtsf``): the location-encoder surrogate and STemDist's clustering (False: random locations,
+    unit weights). Listed first among a variant's bases: ``class Params(ClusteringParams, Base.Params)``."""
+    model: str = "mtgnn-le"
+    clustering: bool = True
+    kmeans_iterations: int = 300
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.at_least(self, 1, "kmeans_iterations")
+
+
 def clustered_view(train, budget, params, ctx) -> tuple[ClusteredView, int]:
     """(view, M_S) for a bi-dimensional budget: STemDist's N_S clustered locations (Algorithm 3, its
     ``kmeans_iterations``), or N_S random real locations with ``clustering=False``."""
@@ -307,14 +321,8 @@ class STemDistMTT(MTT):
     bidimensional = True
 
     @dataclass
-    class Params(MTT.Params):
-        model: str = "mtgnn-le"
-        clustering: bool = True        # STemDist clustering (False: random locations, unit weights)
-        kmeans_iterations: int = 300
-
-        def __post_init__(self):
-            super().__post_init__()
-            checks.at_least(self, 1, "kmeans_iterations")
+    class Params(ClusteringParams, MTT.Params):
+        pass
 
     def view(self, train, budget, ctx):
         return clustered_view(train, budget, self.params, ctx)

@@ -84,7 +84,7 @@ import torch
 from baselines.distill import checks
 from baselines.distill.dc import DC
 from baselines.distill.dm import DM
-from baselines.distill.mtt import MTT, RealView, STemDistMTT
+from baselines.distill.mtt import MTT, ClusteringParams, RealView, STemDistMTT
 from baselines.distill.trajectories import FlatModel
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
@@ -296,14 +296,9 @@ class STemDistCondTSF(CondTSF):
     bidimensional = True
 
     @dataclass
-    class Params(CondTSF.Params):
-        model: str = "mtgnn-le"
-        clustering: bool = True        # STemDist clustering (False: random locations, unit weights)
-        kmeans_iterations: int = 300
-
+    class Params(ClusteringParams, CondTSF.Params):
         def __post_init__(self):
             checks.one_of(self, "base", ("mtt",))
-            checks.at_least(self, 1, "kmeans_iterations")
             super().__post_init__()
 
         def base_params(self) -> STemDistMTT.Params:
