@@ -199,6 +199,9 @@ def test_relabelling_control_table_pairs_the_method_its_control_and_hard_targets
     assert scores.loc["condtsf", "random"] == 0.50 and scores.loc["condtsf", "improvement"] == pytest.approx(20.0)
     assert "random (control of condtsf)" in set(df["variant"])
     assert tables.control_tables(runs_frame([r for r in records if "control_of" not in r and "targets" not in r])) == []
+    # a random run at a seed the method did not run is not in its random reference
+    pair = control_pairs(runs_frame(records + [record("random", 0.90, seed=1)])).iloc[0]
+    assert pair["random_error"] == 0.50 and pair["n_random"] == 1
 
 
 def test_seed_table_separates_condensation_and_evaluation_spread():

@@ -159,7 +159,8 @@ def control_pairs(df: pd.DataFrame, metric: str = "rel_rmse") -> pd.DataFrame:
     same expert, ``control_of`` = the method), its hard-target runs', the plain random's of the budget,
     ``owed_to_expert`` = 100 (e_random - e_control) / e_random (% of random's error the relabelling alone
     removes) and ``share_of_gain`` = (e_random - e_control) / (e_random - e_method) (the part of the
-    method's improvement over random that its relabelling alone gives)."""
+    method's improvement over random that its relabelling alone gives). Control, hard-target and random
+    runs count only at the (seed, eval seed) pairs the method ran, so every mean is over the same seeds."""
     ok = df[(df["status"] == "ok") & (df["budget_kind"] != "full")]
     controls = ok[(ok["control_of"] != "") & (ok["targets"] != "hard")]
     hard = ok[(ok["targets"] == "hard") & (ok["control_of"] == "")]
@@ -175,6 +176,7 @@ def control_pairs(df: pd.DataFrame, metric: str = "rel_rmse") -> pd.DataFrame:
         hard_runs = hard_runs[(hard_runs["method"] == rec["method"]) & hard_runs["params"].isin(runs["params"])]
         randoms = _at(own, rec, keys)
         randoms = randoms[randoms["method"] == "random"]
+        control, hard_runs, randoms = (_same_seeds(f, runs) for f in (control, hard_runs, randoms))
         e_method, e_control = _mean(runs[metric]), _mean(control[metric])
         e_hard, e_random = _mean(hard_runs[metric]), _mean(randoms[metric])
         gain = e_random - e_method
@@ -185,6 +187,14 @@ def control_pairs(df: pd.DataFrame, metric: str = "rel_rmse") -> pd.DataFrame:
                      "n_method": len(runs), "n_control": len(control), "n_hard": len(hard_runs),
                      "n_random": len(randoms)})
     return pd.DataFrame(rows)
+
+
+def _same_seeds(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frame`` at a (seed, eval seed) pair of ``runs``."""
+    if frame.empty:
+        return frame
+    pairs = set(zip(runs["seed"], runs["eval_seed"]))
+    return frame[[pair in pairs for pair in zip(frame["seed"], frame["eval_seed"])]]
 
 
 def _at(frame: pd.DataFrame, rec: dict, keys: list[str]) -> pd.DataFrame:
