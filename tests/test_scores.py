@@ -202,6 +202,9 @@ def test_relabelling_control_table_pairs_the_method_its_control_and_hard_targets
     # a random run at a seed the method did not run is not in its random reference
     pair = control_pairs(runs_frame(records + [record("random", 0.90, seed=1)])).iloc[0]
     assert pair["random_error"] == 0.50 and pair["n_random"] == 1
+    # nor is a method run at a seed its control did not run
+    pair = control_pairs(runs_frame(records + [record("condtsf", 0.10, seed=1, label_source="expert-relabelled")])).iloc[0]
+    assert pair["method_error"] == 0.40 and pair["n_method"] == 1
 
 
 def test_seed_table_separates_condensation_and_evaluation_spread():

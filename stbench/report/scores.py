@@ -159,8 +159,8 @@ def control_pairs(df: pd.DataFrame, metric: str = "rel_rmse") -> pd.DataFrame:
     same expert, ``control_of`` = the method), its hard-target runs', the plain random's of the budget,
     ``owed_to_expert`` = 100 (e_random - e_control) / e_random (% of random's error the relabelling alone
     removes) and ``share_of_gain`` = (e_random - e_control) / (e_random - e_method) (the part of the
-    method's improvement over random that its relabelling alone gives). Control, hard-target and random
-    runs count only at the (seed, eval seed) pairs the method ran, so every mean is over the same seeds."""
+    method's improvement over random that its relabelling alone gives). Every mean is over the same
+    (seed, eval seed) pairs: those where the method and its control (else its hard-target runs) both ran."""
     ok = df[(df["status"] == "ok") & (df["budget_kind"] != "full")]
     controls = ok[(ok["control_of"] != "") & (ok["targets"] != "hard")]
     hard = ok[(ok["targets"] == "hard") & (ok["control_of"] == "")]
@@ -176,7 +176,9 @@ def control_pairs(df: pd.DataFrame, metric: str = "rel_rmse") -> pd.DataFrame:
         hard_runs = hard_runs[(hard_runs["method"] == rec["method"]) & hard_runs["params"].isin(runs["params"])]
         randoms = _at(own, rec, keys)
         randoms = randoms[randoms["method"] == "random"]
-        control, hard_runs, randoms = (_same_seeds(f, runs) for f in (control, hard_runs, randoms))
+        control, hard_runs = _same_seeds(control, runs), _same_seeds(hard_runs, runs)
+        runs = _same_seeds(runs, control if len(control) else hard_runs)   # the seeds its control ran
+        randoms = _same_seeds(randoms, runs)
         e_method, e_control = _mean(runs[metric]), _mean(control[metric])
         e_hard, e_random = _mean(hard_runs[metric]), _mean(randoms[metric])
         gain = e_random - e_method
