@@ -40,8 +40,8 @@ LAZY_CANDIDATES = 64   # stale heap entries re-evaluated together (an M x 64 sim
 
 # --- gradient proxies ----------------------------------------------------------------------------
 
-def final_layer(model: nn.Module, source: RealSource) -> nn.Module:
-    """The last ``nn.Linear`` or ``nn.Conv2d`` that a forward pass on one window calls."""
+def last_called_layer(model: nn.Module, source: RealSource) -> nn.Module | None:
+    """The last ``nn.Linear`` or ``nn.Conv2d`` that a forward pass on one window calls (None: none)."""
     calls = []
     hooks = [m.register_forward_hook(lambda mod, inputs, output: calls.append(mod))
              for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
@@ -51,9 +51,14 @@ def final_layer(model: nn.Module, source: RealSource) -> nn.Module:
     finally:
         for hook in hooks:
             hook.remove()
-    if not calls:
+    return calls[-1] if calls else None
+
+
+def final_layer(model: nn.Module, source: RealSource) -> nn.Module:
+    """The last ``nn.Linear`` or ``nn.Conv2d`` that a forward pass on one window calls."""
+    layer = last_called_layer(model, source)
+    if layer is None:
         raise ValueError(f"{type(model).__name__} calls no nn.Linear or nn.Conv2d; CRAIG needs one as its last layer")
-    layer = calls[-1]
     if isinstance(layer, nn.Conv2d) and (layer.kernel_size, layer.stride, layer.padding, layer.groups) != (
             (1, 1), (1, 1), (0, 0), 1):
         raise ValueError(f"CRAIG's closed-form gradient needs a final nn.Linear or plain 1x1 nn.Conv2d, got {layer}")

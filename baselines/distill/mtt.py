@@ -255,10 +255,7 @@ class MTT(Condenser):
         student.model.eval()
         buffers = self.experts(view, in_channels, ctx, info, num_params=sum(student.sizes))
         x0, y0 = self.initial_set(view, m_s, buffers, student, ctx, info)
-        x_s, y_s = x0.requires_grad_(True), y0.requires_grad_(True)
-        syn_lr = torch.tensor(p.syn_lr_init or p.lr_teacher, device=ctx.device, requires_grad=True)
-        opt_data = torch.optim.SGD([x_s, y_s], lr=p.lr_data, momentum=0.5)
-        opt_lr = torch.optim.SGD([syn_lr], lr=p.lr_lr, momentum=0.5)
+        x_s, y_s, syn_lr, opt_data, opt_lr = self.learnables(x0, y0, ctx)
         iterations = self.sizes(ctx)[0]
         for it in range(iterations):
             tick = ctx.meter.clock()
@@ -283,6 +280,16 @@ class MTT(Condenser):
             hints.update(lr=syn_lr.item(), optimizer="sgd", momentum=0.0)
         return CondensedSet(x=x_s.detach(), y=y_s.detach(), location_weight=view.location_weight, hints=hints,
                             info=info)
+
+    def learnables(self, x0, y0, ctx):
+        """The synthetic leaves x_S, y_S with their SGD (momentum 0.5, as MTT) and the learnable student
+        learning rate alpha with its own: (x_s, y_s, syn_lr, opt_data, opt_lr)."""
+        p = self.params
+        x_s, y_s = x0.requires_grad_(True), y0.requires_grad_(True)
+        syn_lr = torch.tensor(p.syn_lr_init or p.lr_teacher, device=ctx.device, requires_grad=True)
+        opt_data = torch.optim.SGD([x_s, y_s], lr=p.lr_data, momentum=0.5)
+        opt_lr = torch.optim.SGD([syn_lr], lr=p.lr_lr, momentum=0.5)
+        return x_s, y_s, syn_lr, opt_data, opt_lr
 
     def trajectory_loss(self, student, start, target, x_s, y_s, syn_lr, view, ctx) -> torch.Tensor:
         """Normalised parameter distance after ``syn_steps`` student steps on the synthetic set."""

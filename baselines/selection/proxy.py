@@ -45,6 +45,7 @@ subset of positions/locations (``ctx.rng``), ``window`` a random subset of locat
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ import torch
 from torch import nn
 
 import stbench.models  # noqa: F401  (registers the models proxy_model may name)
+from baselines.coreset.craig import last_called_layer
 from baselines.coreset.features import window_features
 from baselines.distill import checks
 from stbench import UserError
@@ -154,19 +156,11 @@ def _subset(total: int, keep: int, rng: np.random.Generator) -> np.ndarray | Non
 
 def last_layer(model: nn.Module, source: RealSource) -> nn.Module:
     """The last ``nn.Linear`` or ``nn.Conv2d`` that a forward pass on one window calls."""
-    calls = []
-    hooks = [m.register_forward_hook(lambda mod, inputs, output: calls.append(mod))
-             for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    try:
-        with torch.no_grad():
-            model(source.batch(np.arange(1))[0], source.loc_input)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    if not calls:
+    layer = last_called_layer(model, source)
+    if layer is None:
         raise ValueError(f"{type(model).__name__} calls no nn.Linear or nn.Conv2d; embedding and gradient "
                          "features need one as its last layer (choose another proxy_model or features)")
-    return calls[-1]
+    return layer
 
 
 def _pointwise(layer: nn.Module) -> bool:
@@ -388,8 +382,9 @@ class StaticSelector(Pruner):
         self.ids = chosen
         self.times["total_s"] = ctx.meter.clock() - started
 
+    @abc.abstractmethod
     def select(self, train, keep: int) -> np.ndarray:
-        raise NotImplementedError
+        """``keep`` distinct training-window ids (each selector's rule)."""
 
     def epoch(self, epoch: int, num_epochs: int):
         return self.ids, None

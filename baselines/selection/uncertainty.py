@@ -27,6 +27,7 @@ Ties (e.g. identical windows) are broken at random with ``ctx.rng``.
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import math
 from dataclasses import dataclass
@@ -121,8 +122,9 @@ class UncertaintySelector(StaticSelector):
             checks.one_of(self, "estimator", ESTIMATORS)
             checks.at_least(self, 2, "passes", "members")
 
+    @abc.abstractmethod
     def score(self, samples: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """(B,) uncertainty of each window from its stochastic forecasts ``samples`` (T, B, ...); higher is kept."""
 
     def select(self, train, keep):
         p = self.params

@@ -229,10 +229,7 @@ class TimeDC(MTT):
         feature_net = copy.deepcopy(model).eval().requires_grad_(False)
         buffers = self.experts(view, in_channels, ctx, info, num_params=sum(student.sizes))
         x0, y0 = self.initial_set(view, m_s, buffers, student, ctx, info)
-        x_s, y_s = x0.requires_grad_(True), y0.requires_grad_(True)
-        syn_lr = torch.tensor(p.syn_lr_init or p.lr_teacher, device=ctx.device, requires_grad=True)
-        opt_data = torch.optim.SGD([x_s, y_s], lr=p.lr_data, momentum=0.5)
-        opt_lr = torch.optim.SGD([syn_lr], lr=p.lr_lr, momentum=0.5)
+        x_s, y_s, syn_lr, opt_data, opt_lr = self.learnables(x0, y0, ctx)
         iterations = self.sizes(ctx)[0]
         real_size = min(p.real_batch or ctx.dataset_defaults.get("batch_size", 64), view.num_windows)
         it = 0
