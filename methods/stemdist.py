@@ -39,7 +39,7 @@ from methods.location_clustering import ClusteredData, cluster_locations, random
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
 from stbench.sources import SyntheticSource
-from stbench.train import TrainConfig, per_sample_loss, train_step
+from stbench.train import TrainConfig, adam, per_sample_loss, train_step
 
 
 def partition(n: int, k: int, gen: torch.Generator, device) -> list[torch.Tensor]:
@@ -148,7 +148,7 @@ class STemDist(Condenser):
         p = self.params
         model = ctx.model_factory(x_s.shape[2], "mtgnn-le", in_channels=x_s.shape[3])   # line 5
         model.twice_differentiable()
-        opt_model = torch.optim.Adam(model.parameters(), lr=p.lr_model)
+        opt_model = adam(model.parameters(), p.lr_model)
         params = [q for q in model.parameters() if q.requires_grad]
         losses = []
         for t in range(distill):                                           # line 6
@@ -160,10 +160,10 @@ class STemDist(Condenser):
                                               clustered.weights)
                 grads = torch.autograd.grad(dist, [x_s, y_s])
                 opt_syn.step(grads, subset)                                # line 16
-                losses.append(dist.item())
+                losses.append(dist.detach())   # read once per outer iteration: no host sync per step
             if t < distill - 1:                                            # line 17 (Algorithm 2)
                 self.train_surrogate(model, opt_model, x_s, y_s, clustered.weights, model_epochs, ctx)
-        return losses
+        return torch.stack(losses).tolist()
 
     def matching_distance(self, model, params, real_batch, i_c, x_s, y_s, subset, weights) -> torch.Tensor:
         """Lines 10-15 for one location subset D_k: Dist(grad L(C), grad L(S))."""

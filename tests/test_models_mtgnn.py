@@ -1,12 +1,14 @@
 """MTGNN backbones (transductive ``mtgnn``, inductive ``mtgnn-le``) and the ``mlp`` backbone."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 import stbench.models  # noqa: F401  (registers the models)
 from stbench.models.mtgnn import (
     DilatedInception,
     GraphLearner,
     gated_inception,
+    normalise_adjacency,
     receptive_field,
 )
 from stbench.registry import MODELS
@@ -66,7 +68,8 @@ def test_dilated_inception_is_its_four_convolutions_cropped_and_concatenated(dil
     expected = torch.tanh(separate(filter_)) * torch.sigmoid(separate(gate))
     assert expected.shape[-1] == 19 - 6 * dilation
     torch.testing.assert_close(filter_(x), separate(filter_))
-    merged = gated_inception(x, filter_, gate)
+    # gated_inception takes and returns the backbone's (N, B, L, C) layout
+    merged = gated_inception(x.permute(2, 0, 3, 1), filter_, gate).permute(1, 3, 0, 2)
     torch.testing.assert_close(merged, expected)
     params = [x, *filter_.parameters(), *gate.parameters()]
     for g_merged, g_expected in zip(torch.autograd.grad(merged.sum(), params),
@@ -202,3 +205,81 @@ def test_twice_differentiable_gives_a_double_backward_the_sparse_product_lacks()
             with pytest.raises(RuntimeError, match="once_differentiable|twice"):
                 second.backward()
 
+
+
+# --- the (N, B, L, C) layout computes MTGNN's (B, C, N, L) forward -------------------------------
+
+def bcnl_forward(model, x, loc):
+    """MTGNN's forward in its own (B, C, N, L) layout (einsum propagation, 1x1 and (1, L)
+    convolutions, dropout on (B, C, N, L) tensors), written from ``model``'s parameters: the
+    computation before the layout change of issue 34."""
+    b, length, n, _ = x.shape
+    adj = model.graph(*model.node_embeddings(loc, n))
+    a_out, a_in = normalise_adjacency(adj), normalise_adjacency(adj.T)
+
+    def drop(t, module):
+        return F.dropout(t, module.p, module.training)
+
+    def collapse(t, conv):   # kernel (1, L) on length-L inputs
+        return F.conv2d(t, conv.weight, conv.bias)
+
+    def mixprop(t, layer, a_hat):
+        h, hops = t, [t]
+        for _ in range(layer.depth):
+            h = layer.alpha * t + (1 - layer.alpha) * torch.einsum("bcwl,vw->bcvl", h, a_hat)
+            hops.append(h)
+        return F.conv2d(torch.cat(hops, dim=1), layer.mlp.weight, layer.mlp.bias)
+
+    x = F.pad(x.permute(0, 3, 2, 1), (model.seq_len - length, 0))
+    skip = collapse(drop(x, model.input_dropout), model.skip0)
+    h = F.conv2d(x, model.start_conv.weight, model.start_conv.bias)
+    for block in model.blocks:
+        residual = h
+        dilation = (1, block.filter.dilation)
+        filtered = F.conv2d(h, *block.filter.kernel(), dilation=dilation)
+        gated = F.conv2d(h, *block.gate.kernel(), dilation=dilation)
+        h = drop(torch.tanh(filtered) * torch.sigmoid(gated), block.dropout)
+        skip = skip + collapse(h, block.skip)
+        h = mixprop(h, block.gconv1, a_out) + mixprop(h, block.gconv2, a_in)
+        h = h + residual[..., -h.size(3):]
+        h = block.norm(h.transpose(1, 2)).transpose(1, 2)
+    skip = skip + collapse(h, model.skipE)
+    out = model.end_conv_2(F.relu(model.end_conv_1(F.relu(skip))))
+    return out.reshape(b, model.output_len, model.out_channels, n).transpose(2, 3)
+
+
+def _second_order_grads(forward, model, x, loc):
+    """Output, first gradients (x and parameters) and the gradient of their squared norm: the double
+    backward that gradient matching takes."""
+    params = list(model.parameters())
+    out = forward(model, x, loc)
+    first = torch.autograd.grad((out ** 2).mean() + out.mean(), [x, *params], create_graph=True)
+    second = torch.autograd.grad(sum((g ** 2).sum() for g in first), params)
+    return out.detach(), [g.detach() for g in first], second
+
+
+@pytest.mark.parametrize("name", ["mtgnn", "mtgnn-le"])
+def test_layout_computes_mtgnn_forward_and_its_first_and_second_gradients(name):
+    model = make(name, 9, 2, subgraph_size=4, dilation_exponential=1).double().eval()
+    x, loc = batch(3, 12, 9, 2)
+    x, loc = x.double().requires_grad_(True), loc.double()
+    new = _second_order_grads(lambda m, a, b: m(a, b), model, x, loc)
+    old = _second_order_grads(bcnl_forward, model, x, loc)
+    torch.testing.assert_close(new[0], old[0])
+    for part_new, part_old in zip(new[1:], old[1:]):
+        assert len(part_new) == len(part_old)
+        for g_new, g_old in zip(part_new, part_old):
+            torch.testing.assert_close(g_new, g_old)
+
+
+def test_layout_draws_mtgnns_dropout_masks_for_a_seed():
+    """Training mode (dropout 0.3, top-k noise): one seed gives the (B, C, N, L) forward's output."""
+    model = make("mtgnn-le", 9, 2, subgraph_size=4).train()
+    x, loc = batch(4, 12, 9, 2)
+    outs = []
+    for forward in (lambda: model(x, loc), lambda: bcnl_forward(model, x, loc)):
+        torch.manual_seed(7)
+        outs.append(forward())
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    torch.manual_seed(8)
+    assert not torch.allclose(model(x, loc), outs[0])   # the masks do depend on the seed

@@ -30,7 +30,7 @@ from torch import nn
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
 from stbench.sources import RealSource
-from stbench.train import TrainConfig, per_sample_loss, train_step
+from stbench.train import TrainConfig, adam, per_sample_loss, train_step
 
 SIMILARITIES = ("euclidean", "cosine")
 BLOCK_FLOATS = 1 << 24   # a (rows x M) similarity block holds at most 16M floats (64 MB)
@@ -262,7 +262,7 @@ class Craig(Condenser):
 
     def _warm_up(self, model, source: RealSource, ctx) -> None:
         """``warmup_epochs`` of full-data training (Adam, lr 1e-3) with the trainer's step."""
-        opt = torch.optim.Adam(model.parameters(), lr=WARMUP_LR)
+        opt = adam(model.parameters(), WARMUP_LR)
         cfg = TrainConfig(batch_size=self.params.warmup_batch, lr=WARMUP_LR)
         model.train()
         for _ in range(self.params.warmup_epochs):

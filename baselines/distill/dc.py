@@ -40,7 +40,7 @@ from baselines.distill.synthetic import matching_batch_size, sample_ids, tempora
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
 from stbench.sources import SyntheticSource
-from stbench.train import TrainConfig, per_sample_loss, train_step
+from stbench.train import TrainConfig, adam, per_sample_loss, train_step
 
 
 @METHODS.register("dc", family="distill", description="DC gradient matching, temporal only (transductive MTGNN)")
@@ -76,7 +76,7 @@ class DC(Condenser):
         p = self.params
         view, x_s, y_s, init_ids = self.synthetic_set(train, budget, ctx)
         m_s = x_s.shape[0]
-        opt_syn = torch.optim.Adam([x_s, y_s], lr=p.lr_data)
+        opt_syn = adam([x_s, y_s], p.lr_data)
         outer, distill, model_epochs = loop_sizes(self.params, ctx)
         batch = min(matching_batch_size(train, ctx, p.batch_size), view.num_windows)
         info = {"outer_iteration_s": [], "matching_loss": [], "init_ids": init_ids.tolist(),
@@ -87,7 +87,7 @@ class DC(Condenser):
                 info["outer_iteration_s"].append(ctx.meter.clock() - tick)
                 continue
             model = ctx.model_factory(view.n, p.model, in_channels=x_s.shape[3]).to(ctx.device).twice_differentiable()
-            opt_model = torch.optim.Adam(model.parameters(), lr=p.lr_model)
+            opt_model = adam(model.parameters(), p.lr_model)
             params = [q for q in model.parameters() if q.requires_grad]
             losses = []
             for t in range(distill):

@@ -37,7 +37,7 @@ from baselines.distill.synthetic import FeatureHook, matching_batch_size, real_b
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
 from stbench.sources import RealSource
-from stbench.train import TrainConfig, train_step
+from stbench.train import TrainConfig, adam, train_step
 
 PRESET_ITERATIONS = {"smoke": 3, "quick": 200, "paper": 2000}
 PRESET_TEACHER_EPOCHS = {"smoke": 1, "quick": 5, "paper": 20}
@@ -75,7 +75,7 @@ class DM(Condenser):
         p = self.params
         x_s, y_s, init_ids, n = temporal_synthetic_set(train, budget, ctx, learn_y=p.label_mode == "learned")
         m_s = x_s.shape[0]
-        opt = torch.optim.Adam([x_s, y_s] if p.label_mode == "learned" else [x_s], lr=p.lr_data)
+        opt = adam([x_s, y_s] if p.label_mode == "learned" else [x_s], p.lr_data)
         batch = self._batch(train, ctx)
         info = {"matching_loss": [], "iteration_s": [], "init_ids": init_ids.tolist(), "batch": batch}
         self.setup(train, n, ctx, info)
@@ -142,7 +142,7 @@ class DM(Condenser):
         """An MTGNN trained on the real windows (Adam), returned in eval mode."""
         p = self.params
         teacher = ctx.model_factory(n, p.model, in_channels=train.series.num_channels).to(ctx.device)
-        opt = torch.optim.Adam(teacher.parameters(), lr=p.teacher_lr)
+        opt = adam(teacher.parameters(), p.teacher_lr)
         source = RealSource(train)
         size = ctx.dataset_defaults.get("batch_size", 64)
         cfg = TrainConfig(loss="mse", batch_size=size)

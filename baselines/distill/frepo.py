@@ -34,7 +34,7 @@ from baselines.distill.synthetic import (FeatureHook, masked_mse, matching_batch
 from stbench.protocols import CondensedSet, Condenser
 from stbench.registry import METHODS
 from stbench.sources import SyntheticSource
-from stbench.train import TrainConfig, train_step
+from stbench.train import TrainConfig, adam, train_step
 
 PRESET_STEPS = {"smoke": 3, "quick": 200, "paper": 2000}
 
@@ -76,7 +76,7 @@ class FRePo(Condenser):
         p = self.params
         x_s, y_s, init_ids, n = temporal_synthetic_set(train, budget, ctx)
         m_s = x_s.shape[0]
-        opt = torch.optim.Adam([x_s, y_s], lr=p.lr_data)
+        opt = adam([x_s, y_s], p.lr_data)
         self.n, self.in_channels = n, x_s.shape[3]
         pool = [self._fresh(ctx) for _ in range(p.pool_size)]
         ages = [i * p.max_online_updates // max(1, p.pool_size) for i in range(p.pool_size)]
@@ -105,7 +105,7 @@ class FRePo(Condenser):
 
     def _fresh(self, ctx):
         model = ctx.model_factory(self.n, self.params.model, in_channels=self.in_channels).to(ctx.device)
-        return model, torch.optim.Adam(model.parameters(), lr=self.params.lr_model)
+        return model, adam(model.parameters(), self.params.lr_model)
 
     def krr_loss(self, model, real, x_s, y_s) -> torch.Tensor:
         """Masked MSE (normalised units) of the KRR prediction of the real batch from the synthetic set."""

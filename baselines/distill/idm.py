@@ -45,7 +45,7 @@ from baselines.distill.dm import DM
 from baselines.distill.synthetic import sample_ids
 from stbench.registry import METHODS
 from stbench.sources import RealSource
-from stbench.train import TrainConfig, per_sample_loss, train_step
+from stbench.train import TrainConfig, adam, per_sample_loss, train_step
 
 
 PRESET_TRAIN_STEPS = {"smoke": 1, "quick": 2, "paper": 20}
@@ -77,7 +77,7 @@ class IDM(DM):
 
     def _push(self, ctx) -> None:
         model = ctx.model_factory(self.n, self.params.model, in_channels=self.in_channels).to(ctx.device)
-        self.queue.append((model, torch.optim.Adam(model.parameters(), lr=self.params.lr_real)))
+        self.queue.append((model, adam(model.parameters(), self.params.lr_real)))
         while len(self.queue) > self.params.queue_size:
             self.queue.popleft()
 

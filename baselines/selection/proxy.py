@@ -63,7 +63,7 @@ from stbench.presets import train_config
 from stbench.protocols import Pruner
 from stbench.registry import MODELS
 from stbench.sources import RealSource
-from stbench.train import TrainConfig, per_sample_loss, train_step
+from stbench.train import TrainConfig, adam, per_sample_loss, train_step
 
 PROXY_EPOCHS = {"smoke": 1, "quick": 3, "paper": 10, "stprune": 10}
 DEFAULT_PROXY_EPOCHS = 10
@@ -229,7 +229,7 @@ class Proxy:
         ids = np.arange(len(self.source)) if ids is None else np.asarray(ids)
         epochs = s.epochs if epochs is None else epochs
         cfg = TrainConfig(batch_size=s.batch, lr=s.lr, loss=s.loss)
-        opt = torch.optim.Adam(self.model.parameters(), lr=s.lr)
+        opt = adam(self.model.parameters(), s.lr)
         self.model.train()
         with isolated_rng(self.ctx):
             for epoch in range(epochs):

@@ -59,11 +59,9 @@ class SparseAdjacency:
         return _csr_tensor(self.t_crow, self.t_cols, values[self.t_order], self.n)
 
     def propagate(self, h: torch.Tensor) -> torch.Tensor:
-        """(B, C, N, L) -> (B, C, N, L): the product over locations, einsum('bcwl,vw->bcvl')."""
-        b, c, n, length = h.shape
-        nodes_major = h.permute(2, 0, 1, 3).reshape(n, -1)
-        out = _CSRMatmul.apply(self.values, self, nodes_major)
-        return out.reshape(n, b, c, length).permute(1, 2, 0, 3)
+        """(N, ...) -> (N, ...): the product A_hat @ h over the leading (location) axis."""
+        out = _CSRMatmul.apply(self.values, self, h.reshape(self.n, -1))
+        return out.view(h.shape)
 
 
 class _CSRMatmul(torch.autograd.Function):
