@@ -46,6 +46,12 @@ class TrainConfig:
     select_metric: str = "rel_rmse"
     location_subsets: int = 1
     select: str = "best"             # best: the best validated checkpoint | last: the final model
+    amp: str = "off"                 # off | bf16: training forward passes under bfloat16 autocast (``autocast``)
+
+
+# Fields added after the first stores, with the value every run recorded before them used. A run's config
+# keeps them only when set otherwise (so earlier run ids stay valid); the report's audit reads them back.
+NEW_TRAIN_FIELDS = {"amp": "off"}
 
 
 # --- training and evaluation -------------------------------------------------------------------
@@ -80,6 +86,13 @@ def error_matrix(pred, y, mask) -> torch.Tensor:
     return err.masked_fill(count == 0, float("nan"))
 
 
+def adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """torch.optim.Adam with its fused kernel: one pass over every tensor instead of a Python loop of
+    small ops per tensor (a step over MTGNN's 106 tensors: 0.65 ms instead of 3.3 ms on one CPU thread).
+    The update is Adam's; it differs from the per-tensor loop only in float rounding (about 1 ulp)."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+
+
 class MuonAdam(torch.optim.Optimizer):
     """Muon (torch.optim.Muon, Jordan et al. 2024) on the 2-D weight matrices, Adam on every other
     parameter (biases, norms, convolution kernels), as Muon is defined for matrices only. Muon's
@@ -92,7 +105,7 @@ class MuonAdam(torch.optim.Optimizer):
         matrices, rest = [p for p in params if p.ndim == 2], [p for p in params if p.ndim != 2]
         super().__init__(params, {"lr": lr})
         self.parts = ([torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")]
-                      if matrices else []) + ([torch.optim.Adam(rest, lr=lr, weight_decay=weight_decay)] if rest else [])
+                      if matrices else []) + ([adam(rest, lr, weight_decay)] if rest else [])
         self.param_groups = [g for part in self.parts for g in part.param_groups]
 
     @torch.no_grad()
@@ -106,7 +119,7 @@ def _optimizer(model, cfg: TrainConfig):
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "muon":
         return MuonAdam(model.parameters(), cfg.lr, cfg.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return adam(model.parameters(), cfg.lr, cfg.weight_decay)
 
 
 def _location_subsets(n: int, k: int, gen: torch.Generator, device) -> list[torch.Tensor | None]:
@@ -114,6 +127,19 @@ def _location_subsets(n: int, k: int, gen: torch.Generator, device) -> list[torc
         return [None]
     perm = torch.randperm(n, generator=gen).to(device)
     return [part for part in torch.tensor_split(perm, min(k, n)) if len(part)]
+
+
+AMP_MODES = ("off", "bf16")
+
+
+def autocast(mode: str, device: torch.device):
+    """The training forward's precision: ``off`` (float32) or ``bf16``, torch.autocast to bfloat16 on
+    the model's device (the matrix products and convolutions in bfloat16, reductions, norms and the
+    loss in float32). bfloat16 keeps float32's range, so no loss scaling is needed; float16, which
+    would need a gradient scaler, is not offered. Validation and test passes always run in float32."""
+    if mode not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {mode!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode == "bf16")
 
 
 def train_step(model, opt, source, ids, weights, cfg: TrainConfig, gen: torch.Generator, errors: bool = False):
@@ -133,7 +159,9 @@ def train_step(model, opt, source, ids, weights, cfg: TrainConfig, gen: torch.Ge
         if subset is not None:
             xs, ys, ms, li = x[:, :, subset], y[:, :, subset], mask[:, :, subset], li[subset]
             lw = None if lw is None else lw[subset]
-        pred = model(xs, li)
+        with autocast(cfg.amp, x.device):
+            pred = model(xs, li)
+        pred = pred.float()
         sample_loss = per_sample_loss(pred, ys, ms, lw, cfg.loss)
         if err is not None:
             err[:, :, slice(None) if subset is None else subset] = error_matrix(pred, ys, ms)
@@ -147,14 +175,14 @@ def train_step(model, opt, source, ids, weights, cfg: TrainConfig, gen: torch.Ge
     return losses if err is None else (losses, err)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model, windows: WindowSet, loc_input: torch.Tensor, batch_size: int,
              y_mean: float | None = None) -> dict:
     """Stream metrics over every window and every original location of a split."""
     return _evaluate(model, windows, loc_input, batch_size, y_mean)[0]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _evaluate(model, windows: WindowSet, loc_input: torch.Tensor, batch_size: int,
               y_mean: float | None = None) -> tuple[dict, int, int]:
     """(metrics, windows scored, batches scored): ``evaluate`` with a count of what the loop saw."""
