@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--optimizer", default=None, choices=["sgd", "adam", "muon"],
                      help="override the preset's evaluation-model optimizer (muon: Muon on weight matrices, "
                           "Adam on the rest)")
+    run.add_argument("--amp", default=None, choices=["off", "bf16"],
+                     help="evaluation-model training forward in bfloat16 autocast (default off, as in the "
+                          "papers); validation and test passes stay float32")
     run.add_argument("--input-len", type=int, default=12)
     run.add_argument("--output-len", type=int, default=12)
     run.add_argument("--executor", default="serial", help="serial | process | ray: where cells run")
@@ -168,7 +171,7 @@ def cmd_run(args) -> int:
         preset=args.preset, device=args.device, data_dir=args.data_dir, results=args.results,
         params=_pairs(args.set, "--set"), dataset_options=_pairs(args.size, "--size"),
         train_overrides={k: v for k, v in (("epochs", args.epochs), ("select_metric", args.select_metric),
-                                           ("optimizer", args.optimizer)) if v is not None},
+                                           ("optimizer", args.optimizer), ("amp", args.amp)) if v is not None},
         window=WindowSpec(args.input_len, args.output_len),
         retry=tuple(filter(None, (p.strip() for p in args.retry.split(",")))),
         eval_seeds=None if args.eval_seeds is None else _ints(args.eval_seeds, "--eval-seeds"),

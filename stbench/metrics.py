@@ -72,9 +72,13 @@ def _summarise(s: dict[str, float]) -> dict[str, float]:
 
 
 def target_mean(batches) -> float:
-    """Pooled mean of the masked targets of a split (the y_bar of the relative metrics)."""
-    total, count = 0.0, 0.0
+    """Pooled mean of the masked targets of a split (the y_bar of the relative metrics); the sums
+    stay on the batches' device and are read once at the end (one host synchronisation)."""
+    total = count = None
     for batch in batches:
-        total += float((batch.y.double() * batch.mask).sum())
-        count += float(batch.mask.sum())
-    return total / count if count else math.nan
+        part_total, part_count = (batch.y.double() * batch.mask).sum(), batch.mask.sum(dtype=torch.float64)
+        total = part_total if total is None else total + part_total
+        count = part_count if count is None else count + part_count
+    if count is None or float(count) == 0:
+        return math.nan
+    return float(total / count)

@@ -39,6 +39,7 @@ from stbench.presets import train_config
 from stbench.protocols import Method
 from stbench.registry import DATASETS, METHODS, MODELS
 from stbench.results import FINISHED, STATUSES, ClaimKeeper, ResultStore
+from stbench.train import NEW_TRAIN_FIELDS
 
 TARGETS = ("as-condensed", "hard")
 
@@ -157,6 +158,7 @@ class Runner:
             options = self._dataset_options(dataset)
             ws = workspace(dataset, _json(options), self.grid.data_dir, _json(window_dict), str(device or self.device))
             train = dataclasses.asdict(train_config(self.grid.preset, spec.defaults, self.grid.train_overrides))
+            train = {k: v for k, v in train.items() if NEW_TRAIN_FIELDS.get(k, object()) != v}
             self._check_cells(cells, len(ws.train), ws.series.num_locations)
             data = ws.series.data
             self._say(f"{dataset}: {data.shape[0]} steps x {data.shape[1]} locations x {data.shape[2]} channels; "

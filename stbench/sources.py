@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from stbench.data.windows import WindowSet
+from stbench.data.windows import WindowSet, to_device
 
 
 class RealSource:
@@ -43,7 +43,7 @@ class SyntheticSource:
         return self.x.shape[0]
 
     def batch(self, ids: np.ndarray):
-        idx = torch.as_tensor(ids, device=self.x.device)
+        idx = to_device(ids, self.x.device, torch.long)
         y = self.y[idx]
         return self.x[idx], y, torch.ones_like(y, dtype=torch.bool)
 

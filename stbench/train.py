@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from stbench.data.windows import WindowSet
+from stbench.data.windows import WindowSet, to_device
 from stbench.metrics import StreamingMetrics, target_mean
 from stbench.protocols import RunContext
 
@@ -125,7 +125,7 @@ def _optimizer(model, cfg: TrainConfig):
 def _location_subsets(n: int, k: int, gen: torch.Generator, device) -> list[torch.Tensor | None]:
     if k <= 1:
         return [None]
-    perm = torch.randperm(n, generator=gen).to(device)
+    perm = to_device(torch.randperm(n, generator=gen), device)
     return [part for part in torch.tensor_split(perm, min(k, n)) if len(part)]
 
 
@@ -149,7 +149,7 @@ def train_step(model, opt, source, ids, weights, cfg: TrainConfig, gen: torch.Ge
     subsets each location's errors come from the step on its own subset.
     """
     x, y, mask = source.batch(ids)
-    w = None if weights is None else torch.as_tensor(weights, device=x.device)
+    w = None if weights is None else to_device(weights, x.device)
     losses = torch.zeros(len(ids), device=x.device)
     err = torch.full(y.shape[:3], float("nan"), device=x.device) if errors else None
     subsets = _location_subsets(x.shape[2], cfg.location_subsets, gen, x.device)

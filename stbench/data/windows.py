@@ -165,6 +165,16 @@ class Series:
         return Batch(x, y, mask)
 
 
+def to_device(values, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``values`` (an array, a list or a tensor) as a tensor on ``device``. Host data goes to CUDA
+    through pinned memory without a wait: window ids, sample weights and location subsets are all
+    that cross per batch (a series sits on its device once)."""
+    t = torch.as_tensor(values, dtype=dtype)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 class WindowSet:
     """The windows of one split, addressed by sample id 0..len-1."""
 
@@ -176,8 +186,8 @@ class WindowSet:
         return len(self.starts)
 
     def batch(self, ids, locations: torch.Tensor | None = None) -> Batch:
-        ids = torch.as_tensor(ids, device=self.series.device, dtype=torch.long)
-        return self.series.gather(self._starts_t[ids], locations)
+        """The windows ``ids``, gathered from the series on its device (the data never leaves it)."""
+        return self.series.gather(self._starts_t[to_device(ids, self.series.device, torch.long)], locations)
 
     def iter_batches(self, batch_size: int, ids=None, locations=None):
         ids = np.arange(len(self)) if ids is None else np.asarray(ids)

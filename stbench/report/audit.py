@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from stbench.report.frame import METRICS
+from stbench.train import NEW_TRAIN_FIELDS
 
 EVAL_FIELDS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "lr_schedule", "lr_min",
-               "loss", "grad_clip", "eval_every", "eval_batch_size", "select", "select_metric")
+               "loss", "grad_clip", "eval_every", "eval_batch_size", "select", "select_metric", "amp")
 RECORD_FIELDS = ("mask_zeros",)          # record-level evaluation settings, compared like EVAL_FIELDS
 MISSING = object()
 
@@ -68,7 +69,7 @@ def _protocol(run) -> dict:
 def settings(run) -> dict:
     """The run's evaluation settings as compared (a field not recorded is ``MISSING``)."""
     train = _loads(run.get("train_config"))
-    out = {k: train.get(k, MISSING) for k in EVAL_FIELDS}
+    out = {k: train.get(k, NEW_TRAIN_FIELDS.get(k, MISSING)) for k in EVAL_FIELDS}
     search = _loads(run.get("lr_search"))
     if search:
         out["lr"] = f"searched over {sorted(search.get('grid') or [])}"
