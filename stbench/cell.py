@@ -292,8 +292,8 @@ class Workspace:
         record["graph_source"] = self.graph_source(c["model"])
         record["train_config"] = dataclasses.asdict(cfg)
         record["metrics"] = {"val": result.val, "test": result.test}
-        record["protocol"].update(test_windows=result.test_windows,
-                                  test_batches_dropped=-(-len(test) // cfg.eval_batch_size) - result.test_batches)
+        record["protocol"].update(test_windows=result.test_windows, eval_batch=result.eval_batch,
+                                  test_batches_dropped=-(-len(test) // result.eval_batch) - result.test_batches)
         bad = [k for k in ("mae", "rmse", "rel_mae", "rel_rmse") if not np.isfinite(result.test.get(k, np.nan))]
         if bad:
             raise Diverged(f"non-finite test {', '.join(bad)}: training diverged or the test split has no "

@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--amp", default=None, choices=["off", "bf16"],
                      help="evaluation-model training forward in bfloat16 autocast (default off, as in the "
                           "papers); validation and test passes stay float32")
+    run.add_argument("--eval-memory", type=float, default=None, metavar="MB",
+                     help="size validation/test batches to this many MiB of forward activations, measured "
+                          "(default: the preset's fixed evaluation batch)")
     run.add_argument("--input-len", type=int, default=12)
     run.add_argument("--output-len", type=int, default=12)
     run.add_argument("--executor", default="serial", help="serial | process | ray: where cells run")
@@ -165,13 +168,16 @@ def cmd_run(args) -> int:
         raise UserError("--epochs must be at least 1")
     if min(args.input_len, args.output_len) < 1:
         raise UserError("--input-len and --output-len must be at least 1")
+    if args.eval_memory is not None and not args.eval_memory > 0:
+        raise UserError(f"--eval-memory must be a positive number of MiB (got {args.eval_memory})")
     grid = Grid(
         methods=args.methods, dataset=args.dataset, budgets=parse_compressions(args.budgets),
         retentions=parse_retentions(args.retention, args.retention_basis), seeds=_ints(args.seeds, "--seeds"), model=args.model,
         preset=args.preset, device=args.device, data_dir=args.data_dir, results=args.results,
         params=_pairs(args.set, "--set"), dataset_options=_pairs(args.size, "--size"),
         train_overrides={k: v for k, v in (("epochs", args.epochs), ("select_metric", args.select_metric),
-                                           ("optimizer", args.optimizer), ("amp", args.amp)) if v is not None},
+                                           ("optimizer", args.optimizer), ("amp", args.amp),
+                                           ("eval_memory_mb", args.eval_memory)) if v is not None},
         window=WindowSpec(args.input_len, args.output_len),
         retry=tuple(filter(None, (p.strip() for p in args.retry.split(",")))),
         eval_seeds=None if args.eval_seeds is None else _ints(args.eval_seeds, "--eval-seeds"),

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from stbench.data.windows import WindowSet, to_device
+from stbench.eval_batch import eval_batch
 from stbench.metrics import StreamingMetrics, target_mean
 from stbench.protocols import RunContext
 
@@ -42,7 +43,8 @@ class TrainConfig:
     loss: str = "mse"                # mse | mae, in normalised target units
     grad_clip: float | None = None
     eval_every: int = 5
-    eval_batch_size: int = 64
+    eval_batch_size: int = 64        # validation/test windows per batch (with eval_memory_mb = 0)
+    eval_memory_mb: float = 0.0      # > 0: validation/test batches sized to this activation budget (``eval_batch``)
     select_metric: str = "rel_rmse"
     location_subsets: int = 1
     select: str = "best"             # best: the best validated checkpoint | last: the final model
@@ -51,7 +53,7 @@ class TrainConfig:
 
 # Fields added after the first stores, with the value every run recorded before them used. A run's config
 # keeps them only when set otherwise (so earlier run ids stay valid); the report's audit reads them back.
-NEW_TRAIN_FIELDS = {"amp": "off"}
+NEW_TRAIN_FIELDS = {"amp": "off", "eval_memory_mb": 0.0}
 
 
 # --- training and evaluation -------------------------------------------------------------------
@@ -68,6 +70,7 @@ class TrainResult:
     val_history: list = field(default_factory=list)
     test_windows: int = 0       # windows the test pass scored (counted by the loop, not taken from the split)
     test_batches: int = 0       # batches it scored them in
+    eval_batch: int = 0         # windows per validation/test batch (``eval_batch``)
 
 
 def per_sample_loss(pred, y, mask, location_weight, kind: str) -> torch.Tensor:
@@ -206,8 +209,9 @@ def score_test(model, test: WindowSet, eval_loc_input: torch.Tensor, cfg: TrainC
     """The test pass (phase ``evaluate``) of the model as it is: every test window, every original
     location, no batch dropped; fills ``result.test`` and the counts ``test_windows``/``test_batches``."""
     with ctx.meter.phase("evaluate"):
+        result.eval_batch = result.eval_batch or eval_batch(model, test, eval_loc_input, cfg)
         result.test, result.test_windows, result.test_batches = _evaluate(model, test, eval_loc_input,
-                                                                          cfg.eval_batch_size)
+                                                                          result.eval_batch)
 
 
 def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowSet | None,
@@ -228,9 +232,11 @@ def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowS
              if cfg.lr_schedule == "cosine" else None)
     wants_errors = getattr(schedule, "wants_error_matrix", False)
     uses_losses = not getattr(schedule, "ignores_losses", False)
-    val_mean = target_mean(val.iter_batches(cfg.eval_batch_size))
-    best = (math.inf, -1, None, None)   # score, epoch, state, val metrics
     result = TrainResult(best_epoch=-1, val={}, test={})
+    with ctx.meter.phase("validate"):
+        result.eval_batch = eval_batch(model, val, eval_loc_input, cfg)
+        val_mean = target_mean(val.iter_batches(result.eval_batch))
+    best = (math.inf, -1, None, None)   # score, epoch, state, val metrics
     model.train()
     for epoch in range(cfg.epochs):
         with ctx.meter.phase("train"):
@@ -262,7 +268,7 @@ def fit(model, source, schedule, cfg: TrainConfig, val: WindowSet, test: WindowS
             result.visits_per_epoch.append(len(ids))
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             with ctx.meter.phase("validate"):
-                scores = evaluate(model, val, eval_loc_input, cfg.eval_batch_size, val_mean)
+                scores = evaluate(model, val, eval_loc_input, result.eval_batch, val_mean)
             result.val_history.append((epoch, scores[cfg.select_metric]))
             score = scores[cfg.select_metric] if math.isfinite(scores[cfg.select_metric]) else math.inf
             if cfg.select == "last" or score < best[0] or best[2] is None:   # NaN ranks last, never sticks

@@ -249,7 +249,7 @@ def test_protocol_facts_count_what_the_test_loop_saw(tmp_path, monkeypatch):
     overrides = {"epochs": 1, "eval_batch_size": 10}    # 37 test windows: 4 batches, the last one partial
     (record,) = Runner(grid(tmp_path / "a", methods="full", seeds=[0], train_overrides=overrides)).run()
     assert record["protocol"] == {"select_split": "val", "scaler_fit": "train", "test_batches_dropped": 0,
-                                  "test_windows": record["split_windows"]["test"]}
+                                  "test_windows": record["split_windows"]["test"], "eval_batch": 10}
     assert record["split_windows"]["test"] % 10
 
     from stbench.data.windows import WindowSet

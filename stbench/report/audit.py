@@ -33,7 +33,7 @@ from stbench.report.frame import METRICS
 from stbench.train import NEW_TRAIN_FIELDS
 
 EVAL_FIELDS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "lr_schedule", "lr_min",
-               "loss", "grad_clip", "eval_every", "eval_batch_size", "select", "select_metric", "amp")
+               "loss", "grad_clip", "eval_every", "eval_batch_size", "eval_memory_mb", "select", "select_metric", "amp")
 RECORD_FIELDS = ("mask_zeros",)          # record-level evaluation settings, compared like EVAL_FIELDS
 MISSING = object()
 
