@@ -25,6 +25,7 @@ and location, after one training epoch on the set).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -40,6 +41,8 @@ import numpy as np
 CPU_EDIT = ('torch.device(f"cuda:{args.device}")', 'torch.device("cpu")')
 REF_CONSTANTS = ["-lrf", "1e-3", "-lrs", "1e-3", "-srr", "0.1", "-nrr", "0.05", "-b", "256",
                  "-ned", "32", "-s", "0", "-c", "1000"]
+# the reference's imports that stbench does not need (fast_pytorch_kmeans imports psutil)
+REF_MODULES = {"fast_pytorch_kmeans": "fast_pytorch_kmeans", "psutil": "psutil", "tqdm": "tqdm", "pandas": "pandas"}
 STBENCH_CONSTANTS = ["--set", "distill_iterations=20", "--set", "model_epochs=10", "--set", "batch_size=256"]
 
 
@@ -178,6 +181,9 @@ def main() -> None:
     shared = os.environ.get("STBENCH_SHARED_DATA")
     if not shared or not (Path(shared) / "LOS-LOOP" / "los_speed.csv").is_file():
         sys.exit("error: set STBENCH_SHARED_DATA to the folder holding LOS-LOOP/los_speed.csv")
+    missing = [name for name in REF_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        sys.exit(f"error: the reference needs {', '.join(missing)}: pip install {' '.join(REF_MODULES.values())}")
     work = args.work or Path(tempfile.mkdtemp(prefix="stemdist-vs-ref-"))
     n_test = reference_npz(Path(shared), work / "ref-data")
     ref = reference_copy(args.ref_dir.resolve(), work / "ref")
