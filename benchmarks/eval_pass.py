@@ -10,6 +10,7 @@ across settings up to float rounding: the same windows, grouped otherwise).
 
     STBENCH_DATA=DIR python benchmarks/eval_pass.py --dataset los-loop --model mtgnn-le \\
         --settings 64,256,mem:256,mem:1024
+    python benchmarks/eval_pass.py --dataset synthetic-traffic --size locations=2000,steps=2000 --device cuda
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import sys
 def measure(args) -> dict:
     import torch
 
+    from stbench.cli import _pairs
     from stbench.data.catalog import load_dataset
     from stbench.data.windows import Series, WindowSpec
     from stbench.eval_batch import budget_batch
@@ -34,7 +36,8 @@ def measure(args) -> dict:
     load_builtin()
     setup_process(args.threads)
     device = torch.device(args.device)
-    series = Series(load_dataset(args.dataset, args.data_dir), WindowSpec(), device)
+    series = Series(load_dataset(args.dataset, args.data_dir, **_pairs([args.size] if args.size else [], "--size")),
+                    WindowSpec(), device)
     test = series.split("test")
     loc_input = test.location_input()
     torch.manual_seed(0)
@@ -61,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="los-loop")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--size", default=None, help="size knobs of a built-in dataset, e.g. locations=2000,steps=2000")
     parser.add_argument("--model", default="mtgnn-le")
     parser.add_argument("--settings", default="64,256,mem:256,mem:1024",
                         help="comma-separated: a fixed batch (64) or a memory budget in MiB (mem:512)")
@@ -77,7 +81,7 @@ def main() -> None:
     for setting in filter(None, (s.strip() for s in args.settings.split(","))):
         cmd = [sys.executable, __file__, "--setting", setting, "--dataset", args.dataset, "--model", args.model,
                "--repeats", str(args.repeats), "--device", args.device]
-        for flag, value in (("--data-dir", args.data_dir), ("--threads", args.threads)):
+        for flag, value in (("--data-dir", args.data_dir), ("--size", args.size), ("--threads", args.threads)):
             if value is not None:
                 cmd += [flag, str(value)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)

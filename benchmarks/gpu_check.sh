@@ -4,7 +4,9 @@
 #   2. a smoke grid of every registered method on CUDA, one worker process per GPU, and per method its
 #      status, time, peak CUDA memory and the time ratio to the same cell in the committed CPU store
 #      benchmarks/stores/smoke-cpu (made with the same command and --device cpu --executor serial).
-# Budget: under 8 minutes on one GPU. Usage: bash benchmarks/gpu_check.sh [OUT_DIR]
+#   3. one full-location test pass at 2,000 locations per evaluation batch: fixed 64 windows and the
+#      --eval-memory budgets (seconds, peak CUDA MiB, the batch each budget chose).
+# Budget: under 10 minutes on one GPU. Usage: bash benchmarks/gpu_check.sh [OUT_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-/tmp/stbench-gpu-check}}"
@@ -27,5 +29,8 @@ timeout 300 stbench run --methods all --dataset synthetic-traffic --size locatio
 grid_rc=$?
 echo "grid: exit $grid_rc in $(( $(date +%s) - start )) s"
 python benchmarks/device_ratio.py "$out/cuda" benchmarks/stores/smoke-cpu
+echo "== test pass per evaluation batch on CUDA (2,000 locations)"
+timeout 60 python benchmarks/eval_pass.py --dataset synthetic-traffic --size locations=2000,steps=2000 \
+  --model mtgnn-le --device cuda --settings 64,mem:1024,mem:8192
 echo "gpu_check: pytest exit $tests_rc, grid exit $grid_rc"
 [ "$tests_rc" -eq 0 ] && [ "$grid_rc" -eq 0 ]
