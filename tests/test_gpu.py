@@ -64,3 +64,22 @@ def test_a_training_step_on_cuda_never_waits_for_the_device():
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert torch.isfinite(losses).all()
+
+
+def test_the_evaluation_memory_probe_counts_cuda_tensors_and_leaves_the_phase_peaks_alone():
+    """``LiveBytes`` sees CUDA storages as it sees CPU ones, and never resets the allocator's peak."""
+    from stbench.eval_batch import forward_peak_bytes
+    from stbench.registry import MODELS
+
+    torch.manual_seed(0)
+    model = MODELS.get("mtgnn-le")(20, 1, 1, 12, 12).eval()
+    x = torch.randn(4, 12, 20, 1)
+    loc = x.mean(dim=0).transpose(0, 1).contiguous()
+    on_cpu = forward_peak_bytes(model, x, loc)
+    model.cuda()
+    torch.cuda.reset_peak_memory_stats()
+    held = torch.empty(64 << 20, dtype=torch.uint8, device="cuda")   # a 64 MiB peak before the probe
+    del held
+    on_cuda = forward_peak_bytes(model, x.cuda(), loc.cuda())
+    assert on_cuda == pytest.approx(on_cpu, rel=0.1)
+    assert torch.cuda.max_memory_allocated() >= 64 << 20
