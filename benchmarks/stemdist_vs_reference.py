@@ -42,7 +42,7 @@ CPU_EDIT = ('torch.device(f"cuda:{args.device}")', 'torch.device("cpu")')
 REF_CONSTANTS = ["-lrf", "1e-3", "-lrs", "1e-3", "-srr", "0.1", "-nrr", "0.05", "-b", "256",
                  "-ned", "32", "-s", "0", "-c", "1000"]
 # the reference's imports that stbench does not need (fast_pytorch_kmeans imports psutil)
-REF_MODULES = {"fast_pytorch_kmeans": "fast_pytorch_kmeans", "psutil": "psutil", "tqdm": "tqdm", "pandas": "pandas"}
+REF_MODULES = ("fast_pytorch_kmeans", "psutil", "tqdm", "pandas")
 STBENCH_CONSTANTS = ["--set", "distill_iterations=20", "--set", "model_epochs=10", "--set", "batch_size=256"]
 
 
@@ -183,7 +183,7 @@ def main() -> None:
         sys.exit("error: set STBENCH_SHARED_DATA to the folder holding LOS-LOOP/los_speed.csv")
     missing = [name for name in REF_MODULES if importlib.util.find_spec(name) is None]
     if missing:
-        sys.exit(f"error: the reference needs {', '.join(missing)}: pip install {' '.join(REF_MODULES.values())}")
+        sys.exit(f"error: the reference needs {', '.join(missing)}: pip install {' '.join(missing)}")
     work = args.work or Path(tempfile.mkdtemp(prefix="stemdist-vs-ref-"))
     n_test = reference_npz(Path(shared), work / "ref-data")
     ref = reference_copy(args.ref_dir.resolve(), work / "ref")

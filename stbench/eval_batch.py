@@ -76,9 +76,9 @@ def budget_batch(model, windows, loc_input: torch.Tensor, memory_mb: float) -> i
         return n
     peaks = [forward_peak_bytes(model, windows.batch(np.arange(b)).x, loc_input) for b in sizes]
     per_window = (peaks[1] - peaks[0]) / (sizes[1] - sizes[0])
-    fixed = peaks[0] - sizes[0] * per_window
     if per_window <= 0:
         return n
+    fixed = peaks[0] - sizes[0] * per_window
     return int(min(n, max(1, (memory_mb * 2**20 - fixed) // per_window)))
 
 
